@@ -1,0 +1,3 @@
+from dlstudy.cli import main
+
+raise SystemExit(main())

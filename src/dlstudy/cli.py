@@ -1,0 +1,68 @@
+"""`dlstudy` command line: a registry of subcommands, each a module with `add_arguments` and `run`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from dataclasses import dataclass
+
+from dlstudy import __version__
+from dlstudy.errors import DlstudyError
+
+
+@dataclass(frozen=True)
+class Command:
+    module: str  # dlstudy.commands.<name>: add_arguments(parser) and run(args) -> int
+    help: str
+
+
+COMMANDS: dict[str, Command] = {
+    "datasets": Command("dlstudy.commands.datasets", "list registered datasets, where they are looked for, and whether found"),
+    "svm": Command("dlstudy.commands.svm", "fit our multiclass SVM on raw pixels or CNN features and evaluate it"),
+    "train": Command("dlstudy.commands.train", "train / fine-tune a model, evaluated before and after"),
+    "run": Command("dlstudy.commands.run", "run a study file (arms x seeds) into a study folder"),
+    "reproduce": Command("dlstudy.commands.reproduce", "run the whole reference report (SVM, fine-tuning, losses, optimizers)"),
+    "report": Command("dlstudy.commands.report", "render a run or study folder to report.md and report.html"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dlstudy", description=__doc__.split(":", 1)[1].strip() if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"dlstudy {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, command in COMMANDS.items():
+        try:
+            module = importlib.import_module(command.module)
+        except ModuleNotFoundError as exc:
+            if exc.name != command.module:
+                raise
+            continue  # a command still being built is simply not offered
+        sp = sub.add_parser(name, help=command.help, description=command.help,
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        module.add_arguments(sp)
+        sp.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except DlstudyError as exc:
+        print(f"dlstudy {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dlstudy {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""One module per CLI subcommand (registered in dlstudy.cli.COMMANDS)."""

@@ -1,0 +1,336 @@
+"""One typed config tree: dataclasses filled from YAML or dicts, unknown keys rejected, `--set a.b=v` overrides.
+
+The schema below is the single source of truth for every job (SVM, training, loss and optimizer arms). A study file
+(`studies/*.yaml`) holds a `base` RunConfig and a list of arms, each a partial RunConfig merged over the base.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from dlstudy.errors import ConfigError
+
+# ----------------------------------------------------------------------------------------------------------------
+# Schema
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"  # a key of dlstudy.data.DATASETS
+    root: str | None = None  # where the files are; None searches the dataset's default places
+    val_fraction: float = 0.1  # of the training pool, held out for model selection (never test)
+    test_fraction: float = 0.2  # only for datasets without an official test split (digits, train-only folders)
+    split_seed: int = 0  # fixed so every arm of a study sees the same split
+    image_size: int | None = None  # resize to this square size; None keeps the native size
+    normalize: str = "dataset"  # dataset | imagenet | none
+    augment: str = "none"  # a key of dlstudy.data.AUGMENT_PRESETS, applied to training batches only
+    max_train: int | None = None  # cap on training images (stratified), for quick budgets
+    max_eval: int | None = None  # cap on val and test images (stratified)
+    download: bool = False  # use torchvision's downloader where one exists (needs network)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "smallcnn"  # a key of dlstudy.models.MODELS
+    weights: str = "none"  # none | imagenet | PATH (state dict or checkpoint) | RUN_DIR
+    small_input_stem: bool | None = None  # 3x3 stem without max-pool; None: on for inputs <= 64 px
+    embedding_dim: int | None = None  # L2-normalised embedding head for metric learning; None: no embedding head
+    dropout: float = 0.0
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"  # a key of dlstudy.optim.OPTIMIZERS
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float | None = None  # None: the optimizer's registry default
+    betas: list[float] | None = None
+    eps: float | None = None
+    lr_grid: list[float] | None = None  # equal-effort learning-rate search on the val split
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 3
+    batch_size: int = 64
+    eval_batch_size: int = 512
+    schedule: str = "constant"  # constant | step | cosine | onecycle
+    warmup_epochs: float = 0.0
+    step_size: int = 30  # epochs between decays for `step`
+    gamma: float = 0.1
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None
+    amp: str = "none"  # none | bf16 | fp16 (CUDA only)
+    channels_last: bool = False
+    compile: bool = False
+    freeze_backbone_epochs: int = 0  # head-only epochs before the backbone is unfrozen
+    backbone_lr_mult: float = 1.0  # discriminative LR: backbone lr = lr * this once unfrozen
+    deterministic: bool = False
+    num_workers: int = 0
+    max_steps_per_epoch: int | None = None
+    train_eval_subset: int = 1000  # fixed train subset whose loss/accuracy is measured each epoch
+    evaluate_before: bool = True  # evaluate the untrained (new-head) model on test first
+    frozen_bn: bool = False  # allow BatchNorm models at batch size 1 by freezing BN statistics
+    checkpoint: bool = True
+
+
+@dataclass
+class LossConfig:
+    name: str = "ce"  # ce | triplet+ce | center+ce | triplet
+    ce_weight: float = 1.0
+    triplet_weight: float = 1.0
+    triplet_margin: float = 0.2
+    triplet_mining: str = "semihard"  # all | hard | semihard
+    triplet_squared: bool = False
+    triplet_soft: bool = False
+    center_weight: float = 0.01  # lambda of Wen et al. 2016
+    center_lr: float = 0.5  # alpha, the centres' own update rate
+    classes_per_batch: int = 16  # P of the P x K sampler (triplet objectives)
+    samples_per_class: int = 4  # K of the P x K sampler
+
+
+@dataclass
+class SVMConfig:
+    features: str = "raw"  # raw | a backbone of dlstudy.models.MODELS | embeddings (a trained run's model)
+    weights: str = "imagenet"  # weights of the feature backbone
+    multi_class: str = "ovr"  # ovr | crammer_singer | weston_watkins
+    loss: str = "squared_hinge"  # squared_hinge | hinge (ovr only)
+    C: list[float] = field(default_factory=lambda: [1.0])  # several: chosen on val
+    kernel: str = "linear"  # linear | rbf (random Fourier features)
+    gamma: float | None = None  # rbf width; None: 1 / (n_features * X.var())
+    n_components: int = 2000
+    fit_intercept: bool = True
+    class_weight: str | None = None  # None | balanced
+    tol: float = 1e-4
+    max_iter: int = 1000
+
+
+@dataclass
+class EvalConfig:
+    classifier: str = "head"  # head | svm | knn  (svm/knn fit on train embeddings)
+    knn_k: int = 5
+
+
+@dataclass
+class RunConfig:
+    task: str = "train"  # train | svm
+    name: str | None = None  # run folder name; None: derived from task, data and model
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    svm: SVMConfig = field(default_factory=SVMConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+@dataclass
+class ArmConfig:
+    name: str
+    set: dict[str, Any] = field(default_factory=dict)  # partial RunConfig (nested or dotted keys) over the base
+
+
+@dataclass
+class StudyConfig:
+    name: str
+    description: str = ""
+    kind: str = "generic"  # svm | finetune | losses | optimizers | generic: which tables the report builds
+    seeds: list[int] = field(default_factory=lambda: [0])
+    base: dict[str, Any] = field(default_factory=dict)  # partial RunConfig shared by every arm
+    arms: list[ArmConfig] = field(default_factory=list)
+    reference: dict[str, Any] = field(default_factory=dict)  # the reference report's numbers, shown beside ours
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Machinery: dict <-> dataclass with type checks
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Return `value` checked (and, for int -> float, converted) against the annotation `tp`."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in args:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, where)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: expected one of {list(args)}, got {value!r}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r} ({type(value).__name__})")
+        item_tp = args[0] if args else Any
+        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r} ({type(value).__name__})")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected bool (true/false), got {value!r} ({type(value).__name__})")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected int, got {value!r} ({type(value).__name__})")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected float, got {value!r} ({type(value).__name__})")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected str, got {value!r} ({type(value).__name__})")
+        return value
+    raise ConfigError(f"{where}: unsupported annotation {tp!r}")  # a schema bug, not a user error
+
+
+def from_dict(cls: type, data: Any, where: str = "config") -> Any:
+    """Build dataclass `cls` from a mapping; unknown keys and wrong types raise ConfigError naming the key."""
+    if isinstance(data, cls):
+        return data
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of {cls.__name__} fields, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(map(str, data)) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(value, hints[name], f"{where}.{name}" if where else name)
+    missing = [n for n, f in fields.items() if n not in kwargs and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{where}: missing required key(s) {missing}")
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain nested dict/list form of a config dataclass (what config.yaml holds)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def set_dotted(tree: dict, dotted_key: str, value: Any) -> None:
+    """Set tree['a']['b'] = value for 'a.b', creating intermediate mappings."""
+    node = tree
+    parts = dotted_key.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def expand_dotted(partial: dict) -> dict:
+    """{'train.lr': 1} -> {'train': {'lr': 1}}; nested keys are merged."""
+    out: dict = {}
+    for key, value in partial.items():
+        if isinstance(value, dict):
+            value = expand_dotted(value)
+        if "." in str(key):
+            set_dotted(out, str(key), value)
+            continue
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """A new dict: `override` merged over `base`, recursively for mappings."""
+    merged = dict(base)
+    for key, value in expand_dotted(override).items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_overrides(pairs: list[str] | None) -> dict:
+    """['train.lr=0.1', 'svm.C=[0.1,1]'] -> nested dict; values parsed as YAML scalars/lists."""
+    tree: dict = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ConfigError(f"--set {pair!r}: expected key=value, e.g. train.epochs=5")
+        key, raw = pair.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"--set {pair!r}: empty key")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {pair!r}: cannot parse value: {exc}") from None
+        set_dotted(tree, key, value)
+    return tree
+
+
+def load_yaml_mapping(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def build_run_config(*layers: dict | None, where: str = "config") -> RunConfig:
+    """Merge partial config dicts in order (later wins) and validate them into a RunConfig."""
+    merged: dict = {}
+    for layer in layers:
+        if layer:
+            merged = deep_merge(merged, layer)
+    return from_dict(RunConfig, merged, where)
+
+
+def dump_yaml(obj: Any) -> str:
+    return yaml.safe_dump(to_dict(obj), sort_keys=False, default_flow_style=None)

@@ -1,0 +1,239 @@
+"""The run-folder contract shared by every job.
+
+    OUT/<run>/config.yaml   resolved RunConfig
+              env.json      versions, device, git commit, seed, start/end time, command
+              metrics.json  the metric keys of `METRIC_KEYS` (or `before`/`after` blocks of them)
+              history.csv   one row per epoch when there is training
+              tables/*.csv  extra tables the report shows
+              figures/*.png
+              report.md, report.html
+
+Every file is written atomically (temp file in the same folder + os.replace), so a crash never leaves a
+half-written result: a reader sees the previous complete file or the new one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from dlstudy.config import RunConfig, dump_yaml
+
+METRIC_KEYS = (
+    "accuracy", "per_class_accuracy", "precision_macro", "recall_macro", "f1_macro", "confusion_matrix",
+    "roc_auc_macro", "roc_auc_micro", "roc_auc_per_class", "num_classes", "class_names", "n_samples",
+)
+DONE_MARKER = "DONE"  # written last: a run folder with it is complete (studies skip such arms)
+
+
+# ------------------------------------------------------------------------------------------------ atomic writes
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN/inf become null (strict JSON); numpy and torch scalars/arrays become Python values."""
+    if hasattr(obj, "tolist"):
+        obj = obj.tolist()
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(_json_safe(obj), indent=2, allow_nan=False) + "\n")
+
+
+def atomic_write_csv(path: str | Path, rows: Iterable[dict], fieldnames: list[str] | None = None) -> Path:
+    rows = list(rows)
+    if fieldnames is None:
+        fieldnames = []
+        for row in rows:
+            fieldnames.extend(k for k in row if k not in fieldnames)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fieldnames, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, buf.getvalue())
+
+
+def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
+    """Save a matplotlib figure atomically as PNG and close it."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def read_csv(path: str | Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+# ------------------------------------------------------------------------------------------------ environment
+
+
+def git_commit(start: Path | None = None) -> str:
+    """Commit of the dlstudy source tree (with '+dirty' for local changes), or 'unknown' outside a checkout."""
+    where = start or Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True,
+                                timeout=5).stdout.strip()
+        if not commit:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def environment_info(device: str = "cpu", seed: int | None = None) -> dict:
+    import numpy
+    import torch
+    import torchvision
+
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "git_commit": git_commit(),
+        "seed": seed,
+        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+    }
+    return info
+
+
+# ------------------------------------------------------------------------------------------------ run folders
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", text).strip("-") or "run"
+
+
+def default_run_name(cfg: RunConfig) -> str:
+    if cfg.name:
+        return slug(cfg.name)
+    if cfg.task == "svm":
+        return slug(f"svm-{cfg.data.name}-{cfg.svm.features}-{cfg.svm.multi_class}")
+    return slug(f"{cfg.task}-{cfg.data.name}-{cfg.model.name}-{cfg.loss.name}-{cfg.optim.name}")
+
+
+@dataclass
+class RunDir:
+    """A run folder being written. `start()` saves config and env; `finish()` stamps the end time and DONE."""
+
+    path: Path
+
+    @property
+    def figures(self) -> Path:
+        return self.path / "figures"
+
+    @property
+    def tables(self) -> Path:
+        return self.path / "tables"
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def start(self, cfg: RunConfig, device: str) -> "RunDir":
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / DONE_MARKER).unlink(missing_ok=True)
+        atomic_write_text(self.path / "config.yaml", dump_yaml(cfg))
+        env = environment_info(device, cfg.seed)
+        env["start_time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        env["end_time"] = None
+        atomic_write_json(self.path / "env.json", env)
+        return self
+
+    def write_metrics(self, metrics: dict) -> Path:
+        return atomic_write_json(self.path / "metrics.json", metrics)
+
+    def write_table(self, name: str, rows: list[dict], fieldnames: list[str] | None = None) -> Path:
+        return atomic_write_csv(self.tables / f"{name}.csv", rows, fieldnames)
+
+    def save_figure(self, fig, name: str) -> Path:
+        return save_figure(fig, self.figures / f"{name}.png")
+
+    def finish(self) -> None:
+        env_path = self.path / "env.json"
+        env = read_json(env_path) if env_path.exists() else {}
+        env["end_time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        atomic_write_json(env_path, env)
+        atomic_write_text(self.path / DONE_MARKER, env["end_time"] + "\n")
+
+    @property
+    def is_done(self) -> bool:
+        return (self.path / DONE_MARKER).exists()
+
+
+def new_run_dir(out: str | Path, cfg: RunConfig, exist_ok: bool = False) -> RunDir:
+    """OUT/<run-name>; a finished run of the same name gets a numbered sibling unless exist_ok."""
+    out = Path(out)
+    base = default_run_name(cfg)
+    path = out / base
+    n = 1
+    while not exist_ok and path.exists() and any(path.iterdir()):
+        n += 1
+        path = out / f"{base}-{n}"
+    return RunDir(path)
+
+
+def resolve_device(name: str = "auto") -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        from dlstudy.errors import ConfigError
+
+        raise ConfigError(f"device={name!r} asked for, but CUDA is not available on this machine; use device=cpu")
+    return name
