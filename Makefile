@@ -1,0 +1,48 @@
+# The README's two commands: `make demo` (set up + run the main job on the embedded data) and `make test`.
+# Both work on a fresh clone with nothing installed, and re-running them with .venv present reinstalls nothing
+# unless pyproject.toml changed (torch is never reinstalled: it is pinned and already satisfied).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+OUT ?= runs
+PYTEST_ARGS ?=
+
+.PHONY: demo test bench clean-venv help
+
+help:
+	@echo "make demo   - create $(VENV), install dlstudy, run 'dlstudy reproduce --quick' on the embedded digits data"
+	@echo "make test   - create $(VENV), install dlstudy with test extras, run pytest"
+	@echo "make bench  - run the benchmarks in benchmarks/ (minutes; prints tables)"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch first and on its own: the pinned builds install from the machine's disk (~90 s) and are never reinstalled.
+$(VENV)/.torch-installed: | $(BIN)/python
+	$(BIN)/pip install --disable-pip-version-check -q "torch==2.14.1" "torchvision==0.29.1"
+	@touch $@
+
+$(VENV)/.dlstudy-installed: pyproject.toml $(VENV)/.torch-installed
+	$(BIN)/pip install --disable-pip-version-check -q -e .
+	@touch $@
+
+$(VENV)/.dlstudy-test-installed: pyproject.toml $(VENV)/.torch-installed
+	$(BIN)/pip install --disable-pip-version-check -q -e ".[test]"
+	@touch $@ $(VENV)/.dlstudy-installed
+
+demo: $(VENV)/.dlstudy-installed
+	$(BIN)/dlstudy reproduce --quick --out $(OUT)
+
+test: $(VENV)/.dlstudy-test-installed
+	MPLBACKEND=Agg $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+$(VENV)/.dlstudy-bench-installed: pyproject.toml $(VENV)/.torch-installed
+	$(BIN)/pip install --disable-pip-version-check -q -e ".[test,bench]"
+	@touch $@
+
+bench: $(VENV)/.dlstudy-bench-installed
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done
+
+clean-venv:
+	rm -rf $(VENV)
