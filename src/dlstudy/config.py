@@ -35,6 +35,8 @@ class DataConfig:
     max_train: int | None = None  # cap on training images (stratified), for quick budgets
     max_eval: int | None = None  # cap on val and test images (stratified)
     download: bool = False  # use torchvision's downloader where one exists (needs network)
+    cache: bool = True  # keep decoded uint8 tensors on disk so the next load skips decoding
+    cache_dir: str | None = None  # None: $DLSTUDY_CACHE, else ~/.cache/dlstudy
 
 
 @dataclass
@@ -48,13 +50,13 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "adam"  # a key of dlstudy.optim.OPTIMIZERS
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    momentum: float | None = None  # None: the optimizer's registry default
-    betas: list[float] | None = None
-    eps: float | None = None
-    lr_grid: list[float] | None = None  # equal-effort learning-rate search on the val split
+    name: str = "adam"  # a key of dlstudy.optim.OPTIMIZERS (sgd, momentum, nesterov, adam, adamw, rmsprop)
+    lr: float = 1e-3  # peak lr of the head group; schedules scale it, train.backbone_lr_mult scales the backbone's
+    weight_decay: float = 0.0  # L2 for sgd/adam/rmsprop, decoupled for adamw
+    momentum: float | None = None  # None: the optimizer's registry default (0.9 for momentum/nesterov)
+    betas: list[float] | None = None  # adam/adamw [beta1, beta2]; None: (0.9, 0.999)
+    eps: float | None = None  # adam/adamw/rmsprop; None: 1e-8
+    lr_grid: list[float] | None = None  # equal-effort learning-rate search on the val split (studies only)
 
 
 @dataclass
@@ -91,6 +93,8 @@ class LossConfig:
     triplet_mining: str = "semihard"  # all | hard | semihard
     triplet_squared: bool = False
     triplet_soft: bool = False
+    triplet_normalize: bool = True  # L2-normalise before distances (then a 0.2 margin is on a [0, 2] scale)
+    triplet_distance: str = "euclidean"  # euclidean | cosine (1 - cos similarity)
     center_weight: float = 0.01  # lambda of Wen et al. 2016
     center_lr: float = 0.5  # alpha, the centres' own update rate
     classes_per_batch: int = 16  # P of the P x K sampler (triplet objectives)
@@ -107,16 +111,19 @@ class SVMConfig:
     kernel: str = "linear"  # linear | rbf (random Fourier features)
     gamma: float | None = None  # rbf width; None: 1 / (n_features * X.var())
     n_components: int = 2000
-    fit_intercept: bool = True
+    fit_intercept: bool = True  # unregularised bias per class
     class_weight: str | None = None  # None | balanced
-    tol: float = 1e-4
-    max_iter: int = 1000
+    tol: float = 1e-3  # relative duality gap at which fitting stops: objective within 0.1% of the optimum
+    max_iter: int = 1000  # Newton iterations (a ConvergenceWarning when reached)
+    batch_size: int | None = None  # stream X through the solver in row chunks of this size (data > device memory)
 
 
 @dataclass
 class EvalConfig:
     classifier: str = "head"  # head | svm | knn  (svm/knn fit on train embeddings)
     knn_k: int = 5
+    retrieval_metrics: bool = True  # embedding arms: precision@1, recall@k, MAP@R of test queries vs train
+    save_embeddings: bool = True  # embedding arms: keep test embeddings (embeddings_test.pt) for the PCA figure
 
 
 @dataclass
@@ -148,6 +155,7 @@ class StudyConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     base: dict[str, Any] = field(default_factory=dict)  # partial RunConfig shared by every arm
     arms: list[ArmConfig] = field(default_factory=list)
+    grid: dict[str, list[Any]] = field(default_factory=dict)  # dotted key -> values: arms x every combination
     reference: dict[str, Any] = field(default_factory=dict)  # the reference report's numbers, shown beside ours
 
 
@@ -194,7 +202,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r} ({type(value).__name__})")
-        return dict(value)
+        value_tp = args[1] if len(args) == 2 else Any  # dict[str, X]: each value checked against X
+        return {k: _coerce(v, value_tp, f"{where}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, where)
     if tp is bool:

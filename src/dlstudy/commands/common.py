@@ -12,6 +12,8 @@ def add_run_arguments(parser: argparse.ArgumentParser, default_data: str = "digi
     parser.add_argument("--config", help="YAML file with a (partial) run config")
     parser.add_argument("--data", default=None, help=f"dataset name (default {default_data}; `dlstudy datasets` lists them)")
     parser.add_argument("--data-root", default=None, help="folder holding the dataset files")
+    parser.add_argument("--download", action="store_true", default=None,
+                        help="download the dataset with torchvision's downloader where one exists (needs network)")
     parser.add_argument("--out", default="runs", help="parent folder of the run folder")
     parser.add_argument("--name", default=None, help="run folder name (default: derived from the config)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
@@ -30,7 +32,7 @@ def flag_layer(args: argparse.Namespace, mapping: dict[str, str]) -> dict:
     return layer
 
 
-COMMON_FLAGS = {"data": "data.name", "data_root": "data.root", "name": "name", "seed": "seed", "device": "device"}
+COMMON_FLAGS = {"data": "data.name", "data_root": "data.root", "download": "data.download", "name": "name", "seed": "seed", "device": "device"}
 
 
 def resolve_config(args: argparse.Namespace, task: str, extra_flags: dict[str, str] | None = None) -> RunConfig:

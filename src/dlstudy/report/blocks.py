@@ -49,6 +49,14 @@ class Code:
     lang: str = ""  # e.g. "yaml", "json", "bash"; a hint for Markdown fences
 
 
+@dataclass
+class Link:
+    """A table cell that links to another file (e.g. an arm's report): text in Markdown link / <a> in HTML."""
+
+    text: str
+    href: str  # relative to the report's folder
+
+
 Block = Union[Heading, Paragraph, Table, Figure, Code]
 
 
@@ -56,6 +64,8 @@ def format_cell(value: Any) -> str:
     """Table cell text: floats to 4 significant digits, None to an em dash, everything else str()."""
     if value is None:
         return "—"
+    if isinstance(value, Link):
+        return value.text
     if isinstance(value, bool):
         return str(value)
     if isinstance(value, float):

@@ -1,0 +1,51 @@
+"""`dlstudy reproduce --out DIR [--quick|--full]`: the whole reference report (SVM, fine-tuning, losses, optimizers)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from dlstudy.studies.reproduce import BUDGETS, SECTIONS
+
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="the *-quick.yaml studies: embedded digits data, CPU "
+                      "minutes (what `make demo` runs)")
+    mode.add_argument("--full", action="store_true", help="the full studies and budgets (the default; a GPU job): "
+                      "CIFAR-10, Tiny ImageNet and MNIST found under --data-root")
+    parser.add_argument("--out", default="runs", help="output folder: one folder per study plus report.md/.html")
+    parser.add_argument("--data-root", default=None, help="folder holding the datasets (full studies)")
+    parser.add_argument("--budget", choices=sorted(BUDGETS), default=None,
+                        help="shrink every study further (tiny: 1 epoch, a few steps, one seed; for CI)")
+    parser.add_argument("--only", nargs="+", choices=[s.study for s in SECTIONS], default=None,
+                        help="run only these studies (the report covers those)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time per study, each in its own process")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a run-config key in every arm of every study (repeatable)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from dlstudy.config import parse_overrides
+    from dlstudy.errors import ConfigError
+    from dlstudy.studies.reproduce import run_reproduce
+
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs: expected a positive number of processes, got {args.jobs}")
+    if args.quick and args.data_root:
+        log.warning("--data-root is ignored with --quick (the quick studies use the embedded digits data)")
+    if not args.quick:
+        import torch
+
+        if not torch.cuda.is_available():
+            log.warning("full budgets without a GPU: expect many hours on CPU (use --quick for the CPU demo)")
+    html_path, failures = run_reproduce(args.out, quick=args.quick, data_root=args.data_root, budget=args.budget,
+                                        jobs=args.jobs, only=args.only, overrides=parse_overrides(args.overrides))
+    print(f"report: {html_path}")
+    print(f"        {html_path.with_suffix('.md')}")
+    if failures:
+        log.error("%d failure(s):\n  %s", len(failures), "\n  ".join(failures))
+        return 1
+    return 0

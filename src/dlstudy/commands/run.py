@@ -1,0 +1,37 @@
+"""`dlstudy run STUDY.yaml --out DIR`: every arm x seed of a study, resumable, then summary.csv and the report."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from dlstudy.config import parse_overrides
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("study", metavar="STUDY.yaml", help="study file (see docs/studies.md and studies/*.yaml)")
+    parser.add_argument("--out", default="runs", help="parent folder; the study writes OUT/<study name>/")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a run-config key in every arm, e.g. --set train.epochs=1 (repeatable)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time, each in its own process "
+                        "(the CPU threads are split between them)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds to run instead of the study's")
+
+
+def run(args: argparse.Namespace) -> int:
+    from dlstudy.errors import ConfigError
+    from dlstudy.studies.runner import run_study
+
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs: expected a positive number of processes, got {args.jobs}")
+    study_dir, results = run_study(args.study, args.out, parse_overrides(args.overrides), jobs=args.jobs,
+                                   seeds=args.seeds)
+    failed = [r for r in results if not r.ok]
+    print(study_dir / "report.md")
+    print(study_dir / "report.html")
+    if failed:
+        log.error("%d run(s) failed: %s", len(failed), ", ".join(f"{r.arm}/seed-{r.seed}" for r in failed))
+        return 1
+    return 0

@@ -1,0 +1,67 @@
+"""`dlstudy train`: train or fine-tune a model, evaluated on test before and after training.
+
+    dlstudy train --data digits --model smallcnn --epochs 3
+    dlstudy train --data cifar10 --model resnet50 --weights imagenet --epochs 5 --out runs/
+    dlstudy train --resume runs/train-digits-smallcnn-ce-adam          # continue a killed run exactly
+    torchrun --nproc-per-node 2 -m dlstudy train --data cifar10 ...    # DistributedDataParallel
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from dlstudy.commands.common import add_run_arguments, resolve_config
+from dlstudy.config import build_run_config, load_yaml_mapping, parse_overrides
+from dlstudy.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+TRAIN_FLAGS = {"model": "model.name", "weights": "model.weights", "epochs": "train.epochs",
+               "optimizer": "optim.name", "lr": "optim.lr", "batch_size": "train.batch_size",
+               "deterministic": "train.deterministic"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_run_arguments(parser)
+    parser.add_argument("--model", default=None, help="backbone name (resnet18, resnet50, densenet121, smallcnn, mlp)")
+    parser.add_argument("--weights", default=None, help="none | imagenet | PATH (state dict / checkpoint) | RUN_DIR")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs")
+    parser.add_argument("--optimizer", default=None, help="sgd | momentum | nesterov | adam | adamw | rmsprop")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate")
+    parser.add_argument("--batch-size", type=int, default=None, help="training batch size (per process under DDP)")
+    parser.add_argument("--deterministic", action="store_true", default=None,
+                        help="deterministic PyTorch kernels (slower)")
+    parser.add_argument("--resume", default=None, metavar="RUN_DIR",
+                        help="continue the run in RUN_DIR from its last checkpoint (its config.yaml; --set applies)")
+
+
+def _resume_config(args: argparse.Namespace):
+    run_path = Path(args.resume)
+    config_file = run_path / "config.yaml"
+    if not config_file.is_file():
+        raise ConfigError(f"--resume {run_path}: not a run folder (no {config_file})")
+    return run_path, build_run_config(load_yaml_mapping(config_file), parse_overrides(args.overrides),
+                                      where=str(config_file))
+
+
+def run(args: argparse.Namespace) -> int:
+    from dlstudy.engine.distributed import broadcast_object, init_distributed
+    from dlstudy.engine.job import run_train_job
+    from dlstudy.runs import RunDir, new_run_dir, resolve_device
+
+    if args.resume:
+        run_path, cfg = _resume_config(args)
+    else:
+        cfg = resolve_config(args, "train", TRAIN_FLAGS)
+        run_path = None
+    info, _ = init_distributed(resolve_device(cfg.device))
+    if run_path is None:  # rank 0 picks the (possibly numbered) folder name; the other ranks use the same one
+        run_path = broadcast_object(str(new_run_dir(args.out, cfg).path) if info.is_main else None, info)
+    metrics = run_train_job(cfg, RunDir(Path(run_path)), resume=bool(args.resume))
+    if info.is_main:
+        before = metrics["before"]["accuracy"] if metrics.get("before") else float("nan")
+        print(f"{run_path}: test accuracy {before:.4f} before -> {metrics['accuracy']:.4f} after "
+              f"({metrics['epochs']} epochs, {metrics['train_time_s']:.1f}s, {metrics['images_per_s'] or 0:.0f} img/s)")
+    return 0

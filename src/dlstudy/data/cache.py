@@ -1,0 +1,99 @@
+"""Decode once: the decoded uint8 tensors of a source are kept in one file, keyed by what would change them."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from dlstudy.data.sources import fingerprint
+from dlstudy.data.splits import RawData, Split
+
+log = logging.getLogger(__name__)
+CACHE_FORMAT = 1  # bump when the decoded content of any loader changes, so old cache files are ignored
+
+
+def cache_dir(configured: str | None = None) -> Path:
+    """`configured`, else $DLSTUDY_CACHE, else ~/.cache/dlstudy."""
+    if configured:
+        return Path(configured).expanduser()
+    env = os.environ.get("DLSTUDY_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "dlstudy"
+
+
+def cache_key(dataset: str, source: Path, image_size: int | None) -> str:
+    """Name of the cache file: dataset, resolved source path, its size/mtime, image size and cache format."""
+    resolved = source.resolve()
+    ident = f"{CACHE_FORMAT}|{dataset}|{resolved}|{fingerprint(resolved)}|{image_size}"
+    return f"{dataset}-{hashlib.sha256(ident.encode()).hexdigest()[:16]}.pt"
+
+
+def _pack(raw: RawData) -> dict:
+    out: dict = {"format": CACHE_FORMAT, "class_names": list(raw.class_names)}
+    for part in ("pool", "test", "val"):
+        split = getattr(raw, part)
+        if split is not None:
+            out[part] = {"images": split.images.contiguous(), "labels": split.labels}
+    return out
+
+
+def _unpack(obj: dict) -> RawData:
+    parts = {p: Split(obj[p]["images"], obj[p]["labels"]) for p in ("pool", "test", "val") if p in obj}
+    return RawData(class_names=list(obj["class_names"]), pool=parts["pool"], test=parts.get("test"), val=parts.get("val"))
+
+
+def save_atomic(obj: dict, path: Path) -> None:
+    """torch.save to a temp file beside `path`, then rename: readers never see half a file.
+
+    (Not runs.atomic_write_bytes: that needs the whole serialised payload in memory a second time.)
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; the cache holds public data
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_cached(path: Path) -> RawData | None:
+    """The RawData in cache file `path`, or None when it is missing or unreadable (it is then rebuilt)."""
+    if not path.is_file():
+        return None
+    try:
+        obj = torch.load(path, weights_only=True)  # tensors, lists and strings only: no code runs on load
+        if obj.get("format") != CACHE_FORMAT:
+            return None
+        return _unpack(obj)
+    except Exception as exc:  # a corrupt cache is never fatal: decode again
+        log.warning("ignoring unreadable cache file %s (%s); decoding again", path, exc)
+        return None
+
+
+def cached_decode(dataset: str, source: Path, image_size: int | None, decode: Callable[[], RawData],
+                  directory: str | None = None, use_cache: bool = True) -> tuple[RawData, bool]:
+    """(RawData, came_from_cache): load the cache file of this source, or `decode()` and write it."""
+    if not use_cache:
+        return decode(), False
+    path = cache_dir(directory) / cache_key(dataset, source, image_size)
+    raw = load_cached(path)
+    if raw is not None:
+        log.debug("loaded %s from cache %s", dataset, path)
+        return raw, True
+    raw = decode()
+    try:
+        save_atomic(_pack(raw), path)
+        log.info("decoded %s from %s; cached at %s", dataset, source, path)
+    except OSError as exc:  # read-only home, full disk: still usable, just slower next time
+        log.warning("could not write cache %s: %s", path, exc)
+    return raw, False

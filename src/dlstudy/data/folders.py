@@ -1,0 +1,137 @@
+"""Image trees: the generic `<split>/<class>/<image>` ImageFolder layout and Tiny ImageNet's official layout."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+
+from dlstudy.data.sources import Tree, decode_images, is_image_name, probe_image
+from dlstudy.data.splits import RawData, Split
+from dlstudy.errors import DataError
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def _scan(tree: Tree) -> dict[str, dict[str, list[str]]]:
+    """{split: {class: [relative image names]}} of every `split/class/image` entry (other files are ignored)."""
+    found: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for name in tree.names():
+        parts = name.split("/")
+        if len(parts) == 3 and parts[0] in SPLIT_NAMES and is_image_name(parts[2]) and not parts[2].startswith("."):
+            found[parts[0]][parts[1]].append(name)
+    return found
+
+
+def _target(tree: Tree, first: str, image_size: int | None, mode: str | None) -> tuple[str, tuple[int, int]]:
+    """Decode mode and (W, H): `image_size` squared when given, else the first image's size."""
+    probed_mode, probed_size = probe_image(tree.read(first), tree.describe(first))
+    size = (image_size, image_size) if image_size else probed_size
+    return mode or probed_mode, size
+
+
+def _decode_split(tree: Tree, per_class: dict[str, list[str]], class_index: dict[str, int], mode: str,
+                  size: tuple[int, int], split: str) -> Split:
+    names, labels = [], []
+    for cls in sorted(per_class):
+        if cls not in class_index:
+            raise DataError(f"{tree.describe(split + '/' + cls)}: class folder {cls!r} has no counterpart in train/ "
+                            f"(train classes: {sorted(class_index)[:10]}...)")
+        names.extend(per_class[cls])
+        labels.extend([class_index[cls]] * len(per_class[cls]))
+    images = decode_images(tree, names, mode, size, desc=f"decoding {split}")
+    return Split(torch.from_numpy(images), torch.tensor(labels, dtype=torch.int64))
+
+
+def load_image_tree(tree: Tree, image_size: int | None, mode: str | None = None) -> RawData:
+    """`train/<class>/<image>` (required) plus optional `val/` and `test/` with the same class folders.
+
+    Images are converted to `mode` ('L' or 'RGB'; default: the first image's, gray stays 1-channel) and resized to
+    `image_size` squared, or to the first training image's size when `image_size` is None.
+    """
+    found = _scan(tree)
+    if not found.get("train"):
+        raise DataError(f"{tree.describe()}: no images found as train/<class>/<image> "
+                        f"(extensions {', '.join(('.jpg', '.png', '...'))})")
+    class_names = sorted(found["train"])
+    class_index = {c: i for i, c in enumerate(class_names)}
+    first = found["train"][class_names[0]][0]
+    mode, size = _target(tree, first, image_size, mode)
+    splits = {s: _decode_split(tree, found[s], class_index, mode, size, s) for s in SPLIT_NAMES if found.get(s)}
+    return RawData(class_names=class_names, pool=splits["train"], test=splits.get("test"), val=splits.get("val"))
+
+
+# ------------------------------------------------------------------------------------------------ Tiny ImageNet
+
+
+def _read_lines(tree: Tree, name: str) -> list[str]:
+    try:
+        return tree.read(name).decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{tree.describe(name)}: not UTF-8 text: {exc}") from None
+
+
+def _human_names(tree: Tree, wnids: list[str]) -> list[str]:
+    """First synonym of each wnid from words.txt ('n01443537\\tgoldfish, Carassius auratus'); wnid if absent."""
+    words: dict[str, str] = {}
+    if tree.exists("words.txt"):
+        for line in _read_lines(tree, "words.txt"):
+            wnid, _, text = line.partition("\t")
+            words[wnid.strip()] = text.split(",")[0].strip()
+    names = [words.get(w) or w for w in wnids]
+    counts = defaultdict(int)
+    for n in names:
+        counts[n] += 1
+    return [f"{n} ({w})" if counts[n] > 1 else n for n, w in zip(names, wnids)]  # keep names unique
+
+
+def _val_labels(tree: Tree, class_index: dict[str, int]) -> tuple[list[str], list[int]]:
+    """Image names and labels from val/val_annotations.txt ('val_0.JPEG\\tn03444034\\t0\\t32\\t44\\t62')."""
+    ann = "val/val_annotations.txt"
+    if not tree.exists(ann):
+        raise DataError(f"{tree.describe(ann)}: missing (the val labels of Tiny ImageNet)")
+    names, labels = [], []
+    for lineno, line in enumerate(_read_lines(tree, ann), start=1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) < 2:
+            raise DataError(f"{tree.describe(ann)}, line {lineno}: expected '<image>\\t<wnid>\\t...', got {line!r}")
+        image, wnid = fields[0].strip(), fields[1].strip()
+        if wnid not in class_index:
+            raise DataError(f"{tree.describe(ann)}, line {lineno}: unknown wnid {wnid!r} (not in wnids.txt)")
+        if not tree.exists(f"val/images/{image}"):
+            raise DataError(f"{tree.describe(ann)}, line {lineno}: image {tree.describe('val/images/' + image)} not found")
+        names.append(f"val/images/{image}")
+        labels.append(class_index[wnid])
+    return names, labels
+
+
+def load_tiny_imagenet(tree: Tree, image_size: int | None) -> RawData:
+    """`tree` is the tiny-imagenet-200 folder (or that folder inside the zip). The labelled val/ is the test split."""
+    if not tree.exists("wnids.txt"):
+        raise DataError(f"{tree.describe('wnids.txt')}: missing (the class list of Tiny ImageNet)")
+    wnids = [w.strip() for w in _read_lines(tree, "wnids.txt") if w.strip()]
+    class_index = {w: i for i, w in enumerate(wnids)}
+    train_names, train_labels = [], []
+    by_class: dict[str, list[str]] = defaultdict(list)
+    for name in tree.names():
+        parts = name.split("/")  # train/<wnid>/images/<file>
+        if len(parts) == 4 and parts[0] == "train" and parts[2] == "images" and is_image_name(parts[3]):
+            by_class[parts[1]].append(name)
+    unknown = sorted(set(by_class) - set(class_index))
+    if unknown:
+        raise DataError(f"{tree.describe('train')}: class folder(s) {unknown[:5]} not listed in wnids.txt")
+    for wnid in wnids:
+        train_names.extend(by_class.get(wnid, []))
+        train_labels.extend([class_index[wnid]] * len(by_class.get(wnid, [])))
+    if not train_names:
+        raise DataError(f"{tree.describe('train')}: no images found as train/<wnid>/images/<image>")
+    size = (image_size or 64, image_size or 64)
+    val_names, val_labels = _val_labels(tree, class_index)
+    # some Tiny ImageNet JPEGs are grayscale: RGB conversion keeps every image 3-channel
+    train = Split(torch.from_numpy(decode_images(tree, train_names, "RGB", size, "decoding train")),
+                  torch.tensor(train_labels, dtype=torch.int64))
+    test = Split(torch.from_numpy(decode_images(tree, val_names, "RGB", size, "decoding val")),
+                 torch.tensor(val_labels, dtype=torch.int64))
+    return RawData(class_names=_human_names(tree, wnids), pool=train, test=test)

@@ -1,0 +1,347 @@
+"""The train job: evaluate before, train epoch by epoch (checkpoints, history), evaluate the best model after.
+
+    run_train_job(cfg, run_dir, resume=False) -> metrics dict
+        metrics.json = {"before": {METRIC_KEYS}, "after": {METRIC_KEYS}, <after's keys>, "train_time_s", ...}
+
+`Session` wires the pieces (data, model, objective, optimizer, schedule, DDP wrapper) and runs the epochs;
+`train_one_epoch` / `evaluate` do the work. Under torchrun every rank runs this; only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import random
+
+import numpy as np
+import torch
+from torch import nn
+
+from dlstudy.config import RunConfig, to_dict
+from dlstudy.engine import outputs
+from dlstudy.engine.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+from dlstudy.engine.distributed import (DistInfo, barrier, global_index_batches, init_distributed, shard_batches,
+                                        shutdown_distributed)
+from dlstudy.engine.loop import AMP_DTYPES, evaluate, predict, train_one_epoch
+from dlstudy.errors import ConfigError, TrainingDiverged
+from dlstudy.runs import RunDir, resolve_device
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def set_deterministic(deterministic: bool, device: str) -> None:
+    """`train.deterministic`: PyTorch's deterministic kernels (slower); otherwise cuDNN autotuning on CUDA."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by deterministic cuBLAS
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = (not deterministic) and device.startswith("cuda")
+
+
+def train_subset(split, size: int, seed: int):
+    """A fixed, sorted random subset of the training split (same every epoch) for train loss/acc in eval mode."""
+    n = len(split.labels)
+    if size <= 0:
+        return None
+    idx = torch.from_numpy(np.sort(np.random.default_rng(seed).choice(n, min(size, n), replace=False)))
+    return dataclasses.replace(split, images=split.images[idx], labels=split.labels[idx])
+
+
+class Session:
+    """One training run's live objects. Build with `Session(cfg, info, device)`, then `fit(run_dir, resume)`."""
+
+    def __init__(self, cfg: RunConfig, info: DistInfo, device: str):
+        from dlstudy.data import load_dataset
+        from dlstudy.losses import build_objective
+        from dlstudy.models import build_model
+
+        self.cfg, self.info, self.device = cfg, info, device
+        if cfg.train.amp not in AMP_DTYPES:
+            raise ConfigError(f"train.amp: expected one of {list(AMP_DTYPES)}, got {cfg.train.amp!r}")
+        self.amp_dtype = AMP_DTYPES[cfg.train.amp] if device.startswith("cuda") else None
+        if cfg.train.amp != "none" and self.amp_dtype is None:
+            log.info("train.amp=%s is CUDA only; training in float32 on %s", cfg.train.amp, device)
+        set_deterministic(cfg.train.deterministic, device)
+        seed_everything(cfg.seed)
+        self.data = load_dataset(cfg.data)
+        if device.startswith("cuda"):  # uint8 splits on the GPU: batches are indexed there, no host copies
+            for name in ("train", "val", "test"):
+                split = getattr(self.data, name)
+                setattr(self.data, name, dataclasses.replace(split, images=split.images.to(device),
+                                                             labels=split.labels.to(device)))
+        c, h, _ = self.data.image_shape
+        self.model = build_model(cfg.model, self.data.num_classes, c, h).to(device)
+        if cfg.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self._check_batchnorm()
+        self.objective = build_objective(cfg.loss, self.data.num_classes, self.model.feature_dim,
+                                         cfg.model.embedding_dim, cfg.train.label_smoothing).to(device)
+        torch.manual_seed(cfg.seed + info.rank)  # same init on every rank, different dropout masks per rank
+        self._build_optimizer()
+        self.train_eval = train_subset(self.data.train, cfg.train.train_eval_subset, cfg.seed)
+        self.state = {"history": [], "steps": [], "before": None, "best_val_acc": -1.0, "best_epoch": 0,
+                      "elapsed_s": 0.0}
+        self.best_model = None  # CPU copy of the best weights (every rank holds it for the final evaluation)
+        self.start_epoch = 0
+        self.train_model, self._wrapped_frozen = None, None
+
+    def _check_batchnorm(self) -> None:
+        from dlstudy.optim import check_batchnorm_batch_size
+
+        check_batchnorm_batch_size(self.model, self.cfg.train.batch_size, self.cfg.train.frozen_bn)
+        self.model.frozen_bn = self.cfg.train.frozen_bn  # Classifier.train() keeps BN in eval mode then
+
+    def _build_optimizer(self) -> None:
+        from dlstudy.optim import build_optimizer, build_scheduler
+
+        groups = [{"params": list(self.model.backbone_parameters()), "lr_mult": self.cfg.train.backbone_lr_mult,
+                   "name": "backbone"},
+                  {"params": list(self.model.head_parameters()), "lr_mult": 1.0, "name": "head"}]
+        self.optimizer = build_optimizer([g for g in groups if g["params"]], self.cfg.optim)
+        self.steps_per_epoch = self._steps_per_epoch()
+        self.scheduler = build_scheduler(self.optimizer, self.cfg.train, self.steps_per_epoch)
+        use_scaler = self.amp_dtype is torch.float16
+        self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+
+    # ------------------------------------------------------------------------------------------------ batches
+
+    def _pk_sampler(self):
+        from dlstudy.losses import PKBatchSampler
+
+        return PKBatchSampler(self.data.train.labels.cpu(), self.cfg.loss.classes_per_batch,
+                              self.cfg.loss.samples_per_class, seed=self.cfg.seed)
+
+    def _steps_per_epoch(self) -> int:
+        n, b, w = len(self.data.train.labels), self.cfg.train.batch_size, self.info.world_size
+        if getattr(self.objective, "needs_pk_sampler", False):
+            steps = len(self._pk_sampler())
+        elif self.info.enabled:
+            steps = n // (b * w)  # DDP: full global batches only, so every rank takes the same number of steps
+        else:
+            steps = math.ceil(n / b)
+        if steps < 1:
+            raise ConfigError(f"train.batch_size={b} x {w} process(es) is larger than the training split ({n} images)")
+        cap = self.cfg.train.max_steps_per_epoch
+        return min(steps, cap) if cap else steps
+
+    def train_batches(self, epoch: int):
+        from dlstudy.data import batches
+
+        cfg, info, train = self.cfg, self.info, self.data.train
+        sampler = None
+        if getattr(self.objective, "needs_pk_sampler", False):
+            sampler = self._pk_sampler()
+            sampler.set_epoch(epoch)
+            sampler = shard_batches(sampler, info) if info.enabled else sampler
+        elif info.enabled:
+            global_batches = global_index_batches(len(train.labels), cfg.train.batch_size * info.world_size,
+                                                  cfg.seed, epoch, drop_last=True)
+            sampler = shard_batches(global_batches, info)
+        return batches(train, cfg.train.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch,
+                       augment=cfg.data.augment, mean=self.data.mean, std=self.data.std, device=self.device,
+                       sampler=sampler)
+
+    # ------------------------------------------------------------------------------------------------ evaluation
+
+    def evaluate(self, split, objective: bool = True):
+        return evaluate(self.model, split, mean=self.data.mean, std=self.data.std, device=self.device,
+                        class_names=self.data.class_names, batch_size=self.cfg.train.eval_batch_size,
+                        objective=self.objective if objective else None, info=self.info,
+                        amp_dtype=self.amp_dtype, channels_last=self.cfg.train.channels_last)
+
+    def evaluate_test(self, run_dir: RunDir | None = None):
+        """Test metrics with the configured classifier: the head, or svm/knn fitted on train embeddings.
+
+        Embedding classifiers also save the test embeddings (embeddings_test.pt) for the losses study's PCA figure.
+        """
+        if self.cfg.eval.classifier == "head":
+            return self.evaluate(self.data.test)
+        from dlstudy.losses import evaluate_embeddings, save_test_embeddings
+
+        kw = dict(mean=self.data.mean, std=self.data.std, device=self.device, info=self.info,
+                  batch_size=self.cfg.train.eval_batch_size, amp_dtype=self.amp_dtype,
+                  output="embedding" if self.model.embedding is not None else "features")
+        train_emb, train_y, _ = predict(self.model, self.data.train, **kw)
+        test_emb, test_y, _ = predict(self.model, self.data.test, **kw)
+        val = None
+        if self.cfg.eval.classifier == "svm" and len(self.cfg.svm.C) > 1:  # C chosen on val embeddings
+            val_emb, val_y, _ = predict(self.model, self.data.val, **kw)
+            val = (val_emb, val_y)
+        if run_dir is not None and self.info.is_main and self.cfg.eval.save_embeddings:
+            save_test_embeddings(run_dir.path, test_emb, test_y)
+        return evaluate_embeddings(train_emb, train_y, test_emb, test_y, self.cfg, self.data.class_names, val)
+
+    # ------------------------------------------------------------------------------------------------ training
+
+    def _wrap(self, frozen: bool) -> None:
+        """Freeze/unfreeze the backbone and (re)build the DDP/compile wrapper, which must see the new trainables."""
+        if frozen == self._wrapped_frozen:
+            return
+        self.model.set_backbone_frozen(frozen)
+        net: nn.Module = self.model
+        if self.info.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # Heads the objective does not use (e.g. the embedding under plain CE) get no gradient.
+            unused = self.cfg.loss.name != "ce" or self.model.embedding is not None
+            net = DistributedDataParallel(net, device_ids=[self.info.local_rank] if self.device.startswith("cuda")
+                                          else None, find_unused_parameters=unused)
+        self.train_model = torch.compile(net) if self.cfg.train.compile else net
+        self._wrapped_frozen = frozen
+
+    def resume_from(self, path) -> None:
+        ckpt = load_checkpoint(path)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        if ckpt.get("objective"):
+            self.objective.load_state_dict(ckpt["objective"])
+        self.state = ckpt["state"]
+        self.start_epoch = int(ckpt["epoch"])
+        best_path = path.parent / "best.pt"
+        if best_path.is_file():
+            self.best_model = load_checkpoint(best_path)["model"]
+        set_rng_state(ckpt["rng"])  # last: nothing above may draw random numbers afterwards
+        log.info("resumed from %s after epoch %d", path, self.start_epoch)
+
+    def _history_row(self, epoch: int, frozen: bool, stats: dict, val: dict, tr: dict | None) -> dict:
+        lrs = {g.get("name"): g["lr"] for g in self.optimizer.param_groups}
+        return {"epoch": epoch, "train_loss": stats["loss"], "train_acc": stats["acc"], "val_loss": val["loss"],
+                "val_acc": val["accuracy"], "train_eval_loss": tr["loss"] if tr else None,
+                "train_eval_acc": tr["accuracy"] if tr else None, "lr": lrs.get("head"),
+                "backbone_lr": 0.0 if frozen else lrs.get("backbone"), "backbone_frozen": int(frozen),
+                "time_s": stats["time_s"], "images_per_s": stats["images_per_s"]}
+
+    def run_epoch(self, epoch: int, run_dir: RunDir) -> None:
+        cfg, ckpt_dir = self.cfg, run_dir.path / "checkpoints"
+        frozen = epoch <= cfg.train.freeze_backbone_epochs
+        self._wrap(frozen)
+        try:
+            stats = train_one_epoch(
+                self.train_model, self.objective, self.optimizer, self.train_batches(epoch), device=self.device,
+                epoch=epoch, scheduler=self.scheduler, scaler=self.scaler, amp_dtype=self.amp_dtype,
+                grad_clip=cfg.train.grad_clip, channels_last=cfg.train.channels_last,
+                max_steps=cfg.train.max_steps_per_epoch, total=self.steps_per_epoch,
+                check_every=25 if self.device.startswith("cuda") else 1, info=self.info)
+        except TrainingDiverged as exc:
+            kept = ckpt_dir / "last.pt"
+            raise TrainingDiverged(f"{exc}; the last good checkpoint is kept: "
+                                   f"{kept if kept.is_file() else 'none (diverged in the first epoch)'}") from None
+        val, _, _ = self.evaluate(self.data.val)
+        tr = self.evaluate(self.train_eval)[0] if self.train_eval is not None else None
+        st = self.state
+        first = len(st["steps"]) + 1
+        st["steps"] += [{"epoch": epoch, "step": i + 1, "global_step": first + i, "loss": v,
+                         "time_s": st["elapsed_s"] + t}
+                        for i, (v, t) in enumerate(zip(stats["step_losses"], stats["step_times"]))]
+        st["elapsed_s"] += stats["time_s"]
+        st["history"].append(self._history_row(epoch, frozen, stats, val, tr))
+        improved = val["accuracy"] > st["best_val_acc"]
+        if improved:
+            st["best_val_acc"], st["best_epoch"] = val["accuracy"], epoch
+            self.best_model = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        log.info("epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.1fs, %.0f img/s%s", epoch,
+                 cfg.train.epochs, stats["loss"], stats["acc"], val["loss"], val["accuracy"], stats["time_s"],
+                 stats["images_per_s"], " *" if improved else "")
+        if self.info.is_main:
+            self._write_epoch(run_dir, epoch, improved)
+        barrier(self.info)
+
+    def _write_epoch(self, run_dir: RunDir, epoch: int, improved: bool) -> None:
+        """best.pt (weights only) then last.pt (everything), then the logs: a crash leaves a consistent pair."""
+        ckpt_dir, config = run_dir.path / "checkpoints", to_dict(self.cfg)
+        if self.cfg.train.checkpoint:
+            if improved:
+                save_checkpoint(ckpt_dir / "best.pt", model=self.model, epoch=epoch, config=config,
+                                state={"val_acc": self.state["best_val_acc"]})
+            save_checkpoint(ckpt_dir / "last.pt", model=self.model, optimizer=self.optimizer,
+                            scheduler=self.scheduler, scaler=self.scaler, objective=self.objective, epoch=epoch,
+                            config=config, state=self.state)
+        outputs.write_logs(run_dir, self.state["history"], self.state["steps"])
+
+    # ------------------------------------------------------------------------------------------------ the run
+
+    def fit(self, run_dir: RunDir, resume: bool = False) -> dict:
+        """Before-evaluation, the epochs, then the after-evaluation of the best weights; returns metrics.json."""
+        last = run_dir.path / "checkpoints" / "last.pt"
+        if resume and last.is_file():
+            self.resume_from(last)
+        elif resume:
+            log.info("--resume: no checkpoint at %s, starting from epoch 1", last)
+        if self.state["before"] is None and self.cfg.train.evaluate_before:
+            before, _, _ = self.evaluate(self.data.test)
+            self.state["before"] = outputs.metric_block(before)
+            log.info("before training: test accuracy %.4f", before["accuracy"])
+        for epoch in range(self.start_epoch + 1, self.cfg.train.epochs + 1):
+            self.run_epoch(epoch, run_dir)
+        if self.best_model is not None:
+            self.model.load_state_dict(self.best_model)
+        after, y_score, y_true = self.evaluate_test(run_dir)
+        log.info("after training (best epoch %d): test accuracy %.4f", self.state["best_epoch"], after["accuracy"])
+        metrics = self._metrics(after)
+        if self.info.is_main:
+            self._write_results(run_dir, metrics, y_score, y_true)
+        return metrics
+
+    def _metrics(self, after: dict) -> dict:
+        st = self.state
+        images = sum(r["images_per_s"] * r["time_s"] for r in st["history"])
+        metrics = {"before": st["before"], "after": outputs.metric_block(after), **outputs.metric_block(after),
+                   "best_epoch": st["best_epoch"], "best_val_accuracy": st["best_val_acc"],
+                   "epochs": len(st["history"]), "train_time_s": st["elapsed_s"],
+                   "images_per_s": images / st["elapsed_s"] if st["elapsed_s"] > 0 else None,
+                   "world_size": self.info.world_size, "classifier": self.cfg.eval.classifier}
+        report = getattr(self.model, "weights_report", None)
+        if report is not None:
+            metrics["weights"] = {"source": report.source, "loaded": len(report.loaded),
+                                  "missing": len(report.missing), "skipped": len(report.skipped)}
+        return metrics
+
+    def _write_results(self, run_dir: RunDir, metrics: dict, y_score, y_true) -> None:
+        run_dir.write_metrics(metrics)
+        outputs.write_logs(run_dir, self.state["history"], self.state["steps"])
+        outputs.save_curves(run_dir, self.state["history"])
+        if metrics["before"]:
+            outputs.save_confusion(run_dir, metrics["before"], "confusion_before", "before training (test)")
+        outputs.save_confusion(run_dir, metrics["after"], "confusion_after", "after training (test)")
+        if y_score is not None:
+            outputs.save_roc(run_dir, y_true, y_score, self.data.class_names, "roc_after")
+        run_dir.write_table("before_after", outputs.before_after_rows(metrics["before"], metrics["after"]),
+                            ["metric", "before", "after"])
+
+
+def run_train_job(cfg: RunConfig, run_dir: RunDir, resume: bool = False) -> dict:
+    """Train `cfg` into `run_dir` (see the module docstring); under torchrun, one call per rank."""
+    info, device = init_distributed(resolve_device(cfg.device))
+    try:
+        if info.is_main:
+            run_dir.start(cfg, device)
+        if info.enabled and not device.startswith("cuda"):
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // info.local_world_size))
+        session = Session(cfg, info, device)
+        metrics = session.fit(run_dir, resume=resume)
+        if info.is_main:
+            _write_report(run_dir)
+            run_dir.finish()
+        barrier(info)
+        return metrics
+    finally:
+        shutdown_distributed()
+
+
+def _write_report(run_dir: RunDir) -> None:
+    try:
+        from dlstudy.report import write_run_report
+    except ImportError:
+        return
+    write_run_report(run_dir.path)

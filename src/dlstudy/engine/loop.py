@@ -1,0 +1,173 @@
+"""The two loops: `train_one_epoch` (one pass over training batches) and `evaluate` (scores on a whole split).
+
+Both are plain functions of a model, an objective and batches; the orchestration (epochs, checkpoints, files) is
+in `dlstudy.engine.job`. Under DDP, `train_one_epoch` gets this rank's batches and sums its counts over ranks;
+`evaluate` scores this rank's contiguous chunk and gathers the scores, so every rank returns the whole split's
+metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from typing import Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from dlstudy.engine.distributed import DistInfo, all_reduce_sum, gather_rows, shard_range
+from dlstudy.errors import TrainingDiverged
+from dlstudy.progress import progress
+
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: str | torch.device, amp_dtype: torch.dtype | None):
+    """Mixed precision on CUDA only (CPU autocast is slower than float32 for these convnets)."""
+    if amp_dtype is None or torch.device(device).type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=amp_dtype)
+
+
+def _check_finite(pending: list[torch.Tensor], first_step: int, epoch: int, info: DistInfo, device) -> list[float]:
+    """Move the pending per-step losses to the host; raise TrainingDiverged at the first NaN/inf one.
+
+    Under DDP the sum is reduced over ranks first, so every rank stops together instead of hanging.
+    """
+    values = torch.stack(pending).float().cpu().tolist()  # one host sync for len(pending) steps
+    total = all_reduce_sum([math.fsum(values)], info, device)[0] if info.enabled else math.fsum(values)
+    if not math.isfinite(total):
+        bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), 0)
+        value = values[bad] if not math.isfinite(values[bad]) else "non-finite on another rank"
+        raise TrainingDiverged(f"training loss became {value} at epoch {epoch}, step {first_step + bad}")
+    return values
+
+
+def _backward_step(model: nn.Module, loss: torch.Tensor, optimizer, scaler, grad_clip: float | None) -> None:
+    """Backward and optimizer step, with fp16 loss scaling and gradient-norm clipping when asked."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        if grad_clip:
+            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        if grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+
+
+def train_one_epoch(model: nn.Module, objective: nn.Module, optimizer: torch.optim.Optimizer,
+                    batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *, device: str | torch.device = "cpu",
+                    epoch: int = 1, scheduler=None, scaler: torch.amp.GradScaler | None = None,
+                    amp_dtype: torch.dtype | None = None, grad_clip: float | None = None,
+                    channels_last: bool = False, max_steps: int | None = None, total: int | None = None,
+                    check_every: int = 1, info: DistInfo = DistInfo()) -> dict:
+    """One pass of `batches` (images (B, C, H, W) float, labels (B,)); returns loss, accuracy and per-step logs.
+
+    Returns {"loss", "acc", "n", "time_s", "images_per_s", "step_losses": [...], "step_times": [s since start]}.
+    The loss is checked every `check_every` steps (1 on CPU; larger on CUDA to avoid a sync per step); a NaN/inf
+    loss raises TrainingDiverged naming the epoch and step (1-based).
+    """
+    model.train()
+    objective.train()
+    start = time.perf_counter()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    n_seen, pending, step_losses, step_times = 0, [], [], []
+    bar = progress(batches, desc=f"epoch {epoch}", total=total)
+    for step, (images, labels) in enumerate(bar, start=1):
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp_dtype):
+            outputs = model(images)
+            parts = objective(outputs, labels)
+        loss = parts["loss"]
+        _backward_step(model, loss, optimizer, scaler, grad_clip)
+        if scheduler is not None:
+            scheduler.step()
+        objective.after_step()
+        loss = loss.detach()
+        pending.append(loss)
+        loss_sum += loss.double() * labels.shape[0]
+        correct += (outputs["logits"].detach().argmax(1) == labels).sum()
+        n_seen += labels.shape[0]
+        step_times.append(time.perf_counter() - start)
+        if len(pending) >= check_every:
+            step_losses += _check_finite(pending, step - len(pending) + 1, epoch, info, device)
+            pending = []
+            bar.set_postfix(loss=f"{step_losses[-1]:.4f}", img_s=f"{n_seen / step_times[-1]:.0f}")
+        if max_steps is not None and step >= max_steps:
+            break
+    if pending:
+        step_losses += _check_finite(pending, len(step_losses) + 1, epoch, info, device)
+    loss_total, correct_total, n_total = all_reduce_sum([loss_sum.item(), float(correct.item()), n_seen], info,
+                                                        device)
+    elapsed = time.perf_counter() - start
+    return {"loss": loss_total / max(n_total, 1), "acc": correct_total / max(n_total, 1), "n": int(n_total),
+            "time_s": elapsed, "images_per_s": n_total / max(elapsed, 1e-9),
+            "step_losses": step_losses, "step_times": step_times}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, split, *, mean, std, device, batch_size: int = 512, objective: nn.Module | None = None,
+            info: DistInfo = DistInfo(), amp_dtype=None, channels_last: bool = False,
+            output: str = "logits") -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(outputs (N, D) float32 on CPU in split order, labels (N,), mean loss) of `model` over the whole `split`.
+
+    `output` picks which model output is collected: logits, features or embedding. Under DDP each rank scores a
+    contiguous chunk and the chunks are gathered in rank order (= split order).
+    """
+    from dlstudy.data import batches
+
+    if len(split.labels) < info.world_size:
+        raise ValueError(f"cannot evaluate a split of {len(split.labels)} image(s) on {info.world_size} process(es): "
+                         f"every process needs at least one (check data.val_fraction / data.max_eval)")
+    start, stop = shard_range(len(split.labels), info)
+    shard = dataclasses.replace(split, images=split.images[start:stop], labels=split.labels[start:stop])
+    was_training = model.training
+    model.eval()
+    if objective is not None:
+        objective.eval()
+    outs, labels_all, loss_sum = [], [], 0.0
+    for images, labels in batches(shard, batch_size, shuffle=False, mean=mean, std=std, device=device):
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp_dtype):
+            out = model(images)
+            loss = objective(out, labels)["loss"] if objective is not None else \
+                nn.functional.cross_entropy(out["logits"], labels)
+        loss_sum += float(loss) * labels.shape[0]
+        outs.append(out[output].float())
+        labels_all.append(labels)
+    model.train(was_training)
+    scores = gather_rows(torch.cat(outs), info).cpu()  # (N, D) in split order
+    y_true = gather_rows(torch.cat(labels_all), info).cpu()
+    loss_total = all_reduce_sum([loss_sum], info, device)[0]
+    return scores, y_true, loss_total / max(len(y_true), 1)
+
+
+def evaluate(model: nn.Module, split, *, mean, std, device, class_names: list[str], batch_size: int = 512,
+             objective: nn.Module | None = None, info: DistInfo = DistInfo(), amp_dtype=None,
+             channels_last: bool = False) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Metrics of the classification head on `split`: (metrics with METRIC_KEYS + "loss", y_score (N, K), y_true).
+
+    y_score holds softmax probabilities (what the ROC curves use); the loss is the objective's (cross-entropy
+    without one), averaged over images.
+    """
+    from dlstudy.metrics import Evaluator
+
+    logits, y_true, loss = predict(model, split, mean=mean, std=std, device=device, batch_size=batch_size,
+                                   objective=objective, info=info, amp_dtype=amp_dtype, channels_last=channels_last)
+    y_score = torch.softmax(logits, dim=1)
+    evaluator = Evaluator(len(class_names), class_names)
+    evaluator.update(y_score, y_true)
+    metrics = evaluator.compute()
+    metrics["loss"] = loss
+    return metrics, y_score.numpy(), y_true.numpy()

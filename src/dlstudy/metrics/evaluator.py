@@ -1,0 +1,142 @@
+"""`Evaluator`: gather per-batch scores and labels, then compute the `metrics.json` dict in one go.
+
+State is only the float32 (N, K) probability buffer and the (N,) int64 labels: every metric is a pure function
+of those two, called once in `compute()`. Logits are turned into softmax probabilities at `update` time (ROC AUC
+of one-vs-rest is not invariant to a per-row softmax, so we fix the convention: AUC is over probabilities).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from dlstudy.metrics._validate import is_tensor, to_numpy
+from dlstudy.metrics.classification import prf_from_confusion, top_k_accuracy_score
+from dlstudy.metrics.ranking import micro_auc, ovr_auc_per_class, _warn_undefined
+
+_SCORE_KINDS = ("auto", "logits", "probs")
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = x - x.max(axis=1, keepdims=True)  # (B, K), shift for stability
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z
+
+
+def _looks_like_probs(x: np.ndarray) -> bool:
+    return bool(x.min() >= 0 and x.max() <= 1 and np.allclose(x.sum(axis=1), 1.0, atol=1e-3))
+
+
+class Evaluator:
+    """Streaming evaluation of a K-class classifier.
+
+    >>> ev = Evaluator(3)
+    >>> ev.update(logits_batch, labels_batch)      # (B, 3) logits or probabilities, (B,) labels 0..2
+    >>> metrics = ev.compute()                      # dict with every key of dlstudy.runs.METRIC_KEYS
+
+    scores: 'auto' (probabilities if the first batch's rows are in [0, 1] and sum to 1, else logits), 'logits'
+    or 'probs'. After `compute()` (or any time) `y_true_` (N,) and `y_score_` (N, K) float32 feed ROC plots.
+    """
+
+    def __init__(self, num_classes: int, class_names: Sequence[str] | None = None, scores: str = "auto"):
+        if not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
+            raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"class_names has {len(class_names)} entries but num_classes={num_classes}")
+        if scores not in _SCORE_KINDS:
+            raise ValueError(f"scores must be one of {_SCORE_KINDS}, got {scores!r}")
+        self.num_classes = int(num_classes)
+        self.class_names = [str(c) for c in class_names] if class_names is not None else None
+        self.scores = scores
+        self.reset()
+
+    def reset(self) -> None:
+        self._scores: list[np.ndarray] = []
+        self._labels: list[np.ndarray] = []
+        self._kind = None if self.scores == "auto" else self.scores
+
+    def update(self, y_score: Any, y_true: Any) -> None:
+        """Add a batch: (B, K) logits or probabilities and (B,) integer labels in 0..K-1."""
+        if is_tensor(y_score):
+            y_score = y_score.detach().float().cpu()
+        s = to_numpy(y_score).astype(np.float32, copy=False)
+        y = to_numpy(y_true)
+        if s.ndim != 2 or s.shape[1] != self.num_classes:
+            raise ValueError(f"y_score must be (B, {self.num_classes}), got shape {s.shape}")
+        if y.ndim != 1 or y.shape[0] != s.shape[0]:
+            raise ValueError(f"y_true must be (B,) with B={s.shape[0]} matching y_score, got shape {y.shape}")
+        if s.shape[0] == 0:
+            return
+        if y.dtype.kind not in "iu" or y.min() < 0 or y.max() >= self.num_classes:
+            raise ValueError(f"y_true must hold integer labels in 0..{self.num_classes - 1}, got dtype {y.dtype} "
+                             f"with range {y.min()}..{y.max()}")
+        if not (np.isfinite(s.min()) and np.isfinite(s.max())):
+            raise ValueError("y_score contains NaN or inf (did training diverge?)")
+        if self._kind is None:
+            self._kind = "probs" if _looks_like_probs(s) else "logits"
+        elif self._kind == "probs" and not _looks_like_probs(s):
+            raise ValueError("a batch's rows are not probabilities (in [0, 1], summing to 1) but earlier batches "
+                             "were treated as probabilities; pass scores='logits' or 'probs' explicitly")
+        self._scores.append(_softmax(s.copy()) if self._kind == "logits" else np.array(s, dtype=np.float32))
+        self._labels.append(y.astype(np.int64))
+
+    @property
+    def n_samples(self) -> int:
+        return sum(len(y) for y in self._labels)
+
+    @property
+    def y_true_(self) -> np.ndarray:
+        """(N,) int64 labels gathered so far."""
+        self._consolidate()
+        return self._labels[0] if self._labels else np.zeros(0, dtype=np.int64)
+
+    @property
+    def y_score_(self) -> np.ndarray:
+        """(N, K) float32 probabilities gathered so far."""
+        self._consolidate()
+        return self._scores[0] if self._scores else np.zeros((0, self.num_classes), dtype=np.float32)
+
+    def _consolidate(self) -> None:
+        # one concatenation, then the batch list is dropped: memory stays ~ one (N, K) buffer
+        if len(self._scores) > 1:
+            self._scores = [np.concatenate(self._scores)]
+            self._labels = [np.concatenate(self._labels)]
+
+    def compute(self) -> dict:
+        """The metrics dict (keys of dlstudy.runs.METRIC_KEYS plus extras); NaN where undefined."""
+        if not self._labels:
+            raise ValueError("Evaluator.compute() called before any update(): no samples to evaluate")
+        return compute_metrics(self.y_true_, self.y_score_, self.class_names)
+
+
+def compute_metrics(y_true: np.ndarray, y_score: np.ndarray, class_names: Sequence[str] | None = None) -> dict:
+    """The metrics.json dict from (N,) labels and (N, K) probabilities (validated by the caller)."""
+    n, k = y_score.shape
+    names = list(class_names) if class_names is not None else [str(c) for c in range(k)]
+    y_pred = y_score.argmax(axis=1)
+    cm = np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k)  # rows = true class
+    prec, rec, f1, support = prf_from_confusion(cm, average=None, zero_division=0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_class_acc = np.diag(cm) / cm.sum(axis=1)  # NaN for classes absent from y_true
+    macro = [prf_from_confusion(cm, average="macro", zero_division=0.0)[i] for i in range(3)]
+    aucs, counts = ovr_auc_per_class(y_true, y_score)
+    _warn_undefined(aucs, counts, n, names)
+    defined = ~np.isnan(aucs)
+    out = {
+        "accuracy": float(np.trace(cm) / n),
+        "per_class_accuracy": per_class_acc.tolist(),
+        "precision_macro": macro[0], "recall_macro": macro[1], "f1_macro": macro[2],
+        "confusion_matrix": cm.tolist(),
+        "roc_auc_macro": float(np.mean(aucs[defined])) if defined.any() else float("nan"),
+        "roc_auc_micro": micro_auc(y_true, y_score),
+        "roc_auc_per_class": aucs.tolist(),
+        "num_classes": k, "class_names": names, "n_samples": n,
+        "balanced_accuracy": float(np.nanmean(per_class_acc)) if (~np.isnan(per_class_acc)).any() else float("nan"),
+        "precision_per_class": prec.tolist(), "recall_per_class": rec.tolist(), "f1_per_class": f1.tolist(),
+        "support_per_class": support.tolist(),
+    }
+    if k > 5:
+        out["top5_accuracy"] = top_k_accuracy_score(y_true, y_score, k=5)
+    return out

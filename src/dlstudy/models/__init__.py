@@ -1,0 +1,34 @@
+"""Backbone registry, the `Classifier` interface, and weights resolution (`none | imagenet | PATH | RUN_DIR`)."""
+
+from __future__ import annotations
+
+import logging
+
+from dlstudy.models.backbones import MODELS, ModelSpec, get_spec
+from dlstudy.models.classifier import Classifier
+from dlstudy.models.weights import WeightsReport, load_weights
+
+__all__ = ["MODELS", "ModelSpec", "Classifier", "build_model", "load_weights", "WeightsReport", "use_small_stem"]
+
+log = logging.getLogger(__name__)
+
+
+def use_small_stem(cfg_value: bool | None, image_size: int) -> bool:
+    """The 3x3 stride-1 stem without max-pool: explicit setting, else on for images of at most 64 px."""
+    return bool(cfg_value) if cfg_value is not None else image_size <= 64
+
+
+def build_model(cfg, num_classes: int, in_channels: int = 3, image_size: int = 224) -> Classifier:
+    """A `Classifier` for `cfg` (a ModelConfig) with its weights loaded; the head is always new (random).
+
+    Loaded, new and skipped tensors are logged and kept on `model.weights_report`.
+    """
+    spec = get_spec(cfg.name)
+    small = use_small_stem(cfg.small_input_stem, image_size)
+    backbone = spec.builder(in_channels, image_size, small)
+    model = Classifier(backbone, spec.feature_dim, num_classes, cfg.embedding_dim, cfg.dropout, name=spec.name)
+    model.small_input_stem = small
+    model.weights_report = load_weights(model, spec, cfg.weights, in_channels)
+    if model.weights_report is not None:
+        log.info("%s", model.weights_report.summary())
+    return model

@@ -1,0 +1,69 @@
+"""One interface for every backbone: pooled features, a replaceable linear head, an optional embedding head."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch import nn
+
+
+class Classifier(nn.Module):
+    """backbone -> (B, F) features -> dropout -> head (B, K); optional embedding head (B, E), L2-normalised."""
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, embedding_dim: int | None = None,
+                 dropout: float = 0.0, name: str = ""):
+        super().__init__()
+        self.name = name
+        self.backbone = backbone
+        self.feature_dim = feature_dim
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.head = nn.Linear(feature_dim, num_classes)
+        self.embedding = nn.Linear(feature_dim, embedding_dim) if embedding_dim else None
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.out_features
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, F) pooled features."""
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        features = self.forward_features(x)  # (B, F)
+        logits = self.head(self.dropout(features))  # (B, K)
+        embedding = None
+        if self.embedding is not None:
+            embedding = nn.functional.normalize(self.embedding(features), dim=1)  # (B, E) on the unit sphere
+        return {"logits": logits, "features": features, "embedding": embedding}
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new randomly initialised head for `num_classes` classes (same device and dtype as the old one)."""
+        old = self.head
+        self.head = nn.Linear(self.feature_dim, num_classes).to(device=old.weight.device, dtype=old.weight.dtype)
+
+    def backbone_parameters(self) -> Iterator[nn.Parameter]:
+        return self.backbone.parameters()
+
+    def head_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters trained from the first epoch on: the classification head and the embedding head."""
+        yield from self.head.parameters()
+        if self.embedding is not None:
+            yield from self.embedding.parameters()
+
+    def set_backbone_frozen(self, frozen: bool) -> None:
+        """Head-only training: no gradients for the backbone and its BatchNorm statistics fixed (eval mode)."""
+        for p in self.backbone.parameters():
+            p.requires_grad_(not frozen)
+        self._backbone_frozen = frozen
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> "Classifier":
+        super().train(mode)
+        if getattr(self, "_backbone_frozen", False):
+            self.backbone.eval()  # a frozen backbone must not update BatchNorm running statistics
+        if getattr(self, "frozen_bn", False):  # train.frozen_bn: BN statistics fixed (batch size 1 allowed)
+            for module in self.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self

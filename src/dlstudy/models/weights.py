@@ -1,0 +1,144 @@
+"""Weights resolution: `none | imagenet | PATH | RUN_DIR` into a `Classifier`, offline-friendly.
+
+- `imagenet`: torchvision's weight enum gives the file name; the file is looked for in torchvision's standard cache
+  `$TORCH_HOME/hub/checkpoints/<file>` (torch.hub.get_dir()), downloaded only when missing and a network is there.
+- `PATH`: a torchvision-style state dict (keys `conv1.weight`, ...), a `Classifier` state dict (`backbone.*`), or a
+  dlstudy checkpoint (`{"model": state_dict, ...}`).
+- `RUN_DIR`: a previous run folder; its `checkpoints/best.pt` (else `last.pt`) is used.
+
+Every file loads with `weights_only=True`. The classification head is never taken from ImageNet files, and from a
+checkpoint only when its shape matches (so a different number of classes gets a new head).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dlstudy.errors import WeightsError
+
+
+@dataclass
+class WeightsReport:
+    source: str  # what was loaded: the file path
+    loaded: list[str] = field(default_factory=list)  # model keys filled from the file
+    missing: list[str] = field(default_factory=list)  # model keys left at their fresh initialisation
+    skipped: list[str] = field(default_factory=list)  # file keys not used (unknown or shape mismatch)
+
+    def summary(self) -> str:
+        def short(keys: list[str]) -> str:
+            return ", ".join(keys[:8]) + (f" ... (+{len(keys) - 8})" if len(keys) > 8 else "")
+        return (f"weights {self.source}: loaded {len(self.loaded)} tensors; new (not in file): {len(self.missing)}"
+                f" [{short(self.missing)}]; skipped from file: {len(self.skipped)} [{short(self.skipped)}]")
+
+
+def imagenet_file(spec) -> tuple[str, str, Path]:
+    """(url, file name, cache folder) of `spec`'s ImageNet weights."""
+    import torchvision.models
+
+    if spec.weights_enum is None:
+        raise WeightsError(f"model.weights=imagenet: model {spec.name!r} has no ImageNet weights; use weights=none "
+                           f"or a model with them (resnet18, resnet50, densenet121)")
+    url = getattr(torchvision.models, spec.weights_enum).DEFAULT.url
+    return url, url.rsplit("/", 1)[-1], Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _load_file(path: Path) -> dict:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt file, pickle with disallowed globals, not a torch file
+        raise WeightsError(f"weights file {path} cannot be loaded with torch.load(weights_only=True): {exc}") from None
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]  # a dlstudy checkpoint
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"weights file {path}: expected a state dict (name -> tensor) or a dlstudy checkpoint "
+                           f"with a 'model' state dict, got {type(obj).__name__}")
+    return obj
+
+
+def _fetch_imagenet(spec) -> tuple[Path, dict]:
+    url, name, folder = imagenet_file(spec)
+    path = folder / name
+    if not path.is_file():
+        offline = os.environ.get("DLSTUDY_OFFLINE")
+        try:
+            if offline:
+                raise OSError("DLSTUDY_OFFLINE is set")
+            folder.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(url, str(path), progress=False)
+        except Exception as exc:
+            raise WeightsError(
+                f"ImageNet weights for {spec.name} not found: expected the file {name} in {folder} "
+                f"(torchvision's cache, $TORCH_HOME/hub/checkpoints), and downloading {url} failed ({exc}). "
+                f"Copy {name} into {folder}, or set TORCH_HOME to the folder above hub/.") from None
+    return path, _load_file(path)
+
+
+_DENSENET_OLD_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+
+
+def _torchvision_to_classifier(state: dict, spec) -> dict:
+    """torchvision keys -> Classifier keys: `backbone.` prefix, old DenseNet names fixed, classifier dropped."""
+    out = {}
+    for key, value in state.items():
+        if spec.head_prefix and key.startswith(spec.head_prefix + "."):
+            continue  # ImageNet's 1000-class head: never reused
+        match = _DENSENET_OLD_KEY.match(key)
+        if match:
+            key = match.group(1) + match.group(2)  # 'norm.1.weight' -> 'norm1.weight' (torchvision's own fix)
+        out["backbone." + key] = value
+    return out
+
+
+def _adapt_stem(state: dict, spec, in_channels: int) -> dict:
+    """3-channel pretrained first conv -> `in_channels`: summed for grey images (same response to a grey image)."""
+    key = f"backbone.{spec.stem_conv}.weight" if spec.stem_conv else None
+    if key is None or key not in state or state[key].shape[1] == in_channels:
+        return state
+    w = state[key]  # (64, 3, k, k)
+    if in_channels == 1:
+        w = w.sum(dim=1, keepdim=True)
+    else:  # repeat the RGB filters and rescale so the activation scale stays the same
+        w = w.repeat(1, (in_channels + 2) // 3, 1, 1)[:, :in_channels] * (3 / in_channels)
+    return {**state, key: w}
+
+
+def _resolve_path(weights: str) -> Path:
+    path = Path(weights).expanduser()
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / "checkpoints" / name).is_file():
+                return path / "checkpoints" / name
+        raise WeightsError(f"model.weights={weights!r}: folder has no checkpoint; expected a run folder with "
+                           f"{path / 'checkpoints' / 'best.pt'} (or last.pt)")
+    if not path.is_file():
+        raise WeightsError(f"model.weights={weights!r}: no such file or run folder; expected none, imagenet, "
+                           f"a state-dict / checkpoint file, or a run folder holding checkpoints/best.pt")
+    return path
+
+
+def load_weights(model: nn.Module, spec, weights: str, in_channels: int) -> WeightsReport | None:
+    """Load `weights` into `model` (a Classifier) non-strictly; shapes that differ keep the fresh tensors."""
+    if weights in ("none", "", None):
+        return None
+    if weights == "imagenet":
+        path, state = _fetch_imagenet(spec)
+    else:
+        path = _resolve_path(weights)
+        state = _load_file(path)
+    if not any(k.startswith("backbone.") for k in state):
+        state = _torchvision_to_classifier(state, spec)
+    state = _adapt_stem(state, spec, in_channels)
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not any(k.startswith("backbone.") for k in usable):
+        raise WeightsError(f"weights file {path}: none of its {len(state)} tensors fit model {spec.name!r} "
+                           f"(e.g. {sorted(state)[:3]}); is it a checkpoint of another architecture?")
+    model.load_state_dict(usable, strict=False)
+    return WeightsReport(str(path), loaded=sorted(usable), missing=sorted(set(own) - set(usable)),
+                         skipped=sorted(set(state) - set(usable)))

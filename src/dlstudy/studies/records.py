@@ -1,0 +1,96 @@
+"""What a finished arm run left on disk, read back for summaries: config, metrics, history."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from dlstudy.errors import DlstudyError
+from dlstudy.runs import read_csv, read_json
+
+
+@dataclass
+class ArmRun:
+    """One arm x seed run folder, loaded. `metrics` is metrics.json as written (may hold `before`/`after`)."""
+
+    arm: str
+    seed: int
+    path: Path
+    config: dict = field(default_factory=dict)  # config.yaml (resolved RunConfig as a plain dict)
+    metrics: dict = field(default_factory=dict)  # metrics.json
+    history: list[dict] = field(default_factory=list)  # history.csv rows (strings converted to numbers)
+
+
+def _number(text: Any) -> Any:
+    """CSV cell -> int/float when it parses, else the original string ('' -> None)."""
+    if not isinstance(text, str):
+        return text
+    if text == "":
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def load_arm_run(path: str | Path, arm: str | None = None, seed: int | None = None) -> ArmRun:
+    """Read a run folder. `arm`/`seed` default to the folder layout `<arm>/seed-<s>` and config.yaml's seed."""
+    path = Path(path)
+    metrics_path = path / "metrics.json"
+    if not metrics_path.is_file():
+        raise DlstudyError(f"{path}: no metrics.json (not a finished run folder)")
+    config: dict = {}
+    if (path / "config.yaml").is_file():
+        config = yaml.safe_load((path / "config.yaml").read_text()) or {}
+    history = []
+    if (path / "history.csv").is_file():
+        history = [{k: _number(v) for k, v in row.items()} for row in read_csv(path / "history.csv")]
+    if seed is None:
+        seed = config.get("seed")
+        if seed is None and path.name.startswith("seed-"):
+            seed = int(path.name[len("seed-"):])
+    return ArmRun(arm=arm or path.parent.name, seed=int(seed or 0), path=path, config=config,
+                  metrics=read_json(metrics_path), history=history)
+
+
+def mean_std(values: Iterable[float | None]) -> tuple[float, float]:
+    """Mean and sample std (ddof=1; 0.0 for one value) of the finite values; (nan, nan) when there are none."""
+    xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not xs:
+        return math.nan, math.nan
+    mean = sum(xs) / len(xs)
+    if len(xs) == 1:
+        return mean, 0.0
+    var = sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)
+    return mean, math.sqrt(var)
+
+
+def fmt_mean_std(values: Iterable[float | None], digits: int = 3) -> str:
+    """'0.912 ± 0.004' over seeds; a single value prints without ± ; no values print '—'."""
+    xs = [v for v in values if v is not None and math.isfinite(float(v))]
+    if not xs:
+        return "—"
+    mean, std = mean_std(xs)
+    if len(xs) == 1:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def metric(run: ArmRun, key: str, block: str | None = None) -> Any:
+    """A metric of a run: top level, or inside `before`/`after` when `block` is given; None when absent."""
+    source = run.metrics.get(block, {}) if block else run.metrics
+    return source.get(key) if isinstance(source, dict) else None
+
+
+def group_by_arm(runs: Iterable[ArmRun]) -> dict[str, list[ArmRun]]:
+    """Runs grouped by arm name, arms in first-seen order, seeds sorted."""
+    groups: dict[str, list[ArmRun]] = {}
+    for run in runs:
+        groups.setdefault(run.arm, []).append(run)
+    return {arm: sorted(rs, key=lambda r: r.seed) for arm, rs in groups.items()}

@@ -1,0 +1,143 @@
+"""`dlstudy reproduce`: the four studies of the reference report, run in its order, into one combined report.
+
+    OUT/<study>/...              one study folder each (see runner.py), resumable like `dlstudy run`
+    OUT/reproduce.json           which studies, mode, budget, data root, timings (what `dlstudy report OUT` needs)
+    OUT/report.md, report.html   Q1 SVM, Q1 bonus fine-tuning, Q2 losses, Q3 optimizers
+
+Study files: the repository's `studies/<name>.yaml` (full budgets, real data) and `studies/<name>-quick.yaml`
+(CPU minutes on the embedded digits data). They are found through `study_file()`: first the package folder
+`dlstudy/studies/files/` (where an installed wheel carries copies), then the source checkout's `studies/`
+resolved relative to this file (an editable install, what `make demo` makes).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dlstudy.errors import ConfigError, DlstudyError
+from dlstudy.runs import atomic_write_json, environment_info, resolve_device
+
+log = logging.getLogger(__name__)
+
+PACKAGE_STUDIES = Path(__file__).resolve().parent / "files"
+CHECKOUT_STUDIES = Path(__file__).resolve().parents[3] / "studies"  # src/dlstudy/studies/reproduce.py -> repo
+
+
+@dataclass(frozen=True)
+class Section:
+    study: str  # study file stem under studies/
+    title: str
+    question: str  # what the reference report asked, one line
+
+
+SECTIONS = (
+    Section("svm", "Q1. Multiclass SVM", "A multiclass SVM written from scratch: test accuracy, confusion matrix, "
+            "ROC curves."),
+    Section("finetune", "Q1 bonus. Fine-tuning before vs after", "A pretrained network fine-tuned on the task: "
+            "accuracy, class-wise accuracy and confusion matrix before and after."),
+    Section("losses", "Q2. Loss functions", "Cross-entropy vs triplet + cross-entropy, center + cross-entropy and "
+            "triplet + SVM: accuracy, precision, recall, F1."),
+    Section("optimizers", "Q3. Optimizers", "Vanilla SGD (batch 1), mini-batch SGD, SGD + momentum and Adam: loss "
+            "curves and test / train accuracy."),
+)
+
+# Budget presets: --set layers applied over every arm of every study (after the study file), plus the seeds.
+BUDGETS: dict[str, dict] = {
+    "tiny": {  # CI's end-to-end check: every code path once, numbers meaningless
+        "seeds": [0],
+        "overrides": {"train": {"epochs": 1, "max_steps_per_epoch": 4, "train_eval_subset": 64,
+                                "eval_batch_size": 256},
+                      "data": {"max_train": 240, "max_eval": 120},
+                      "svm": {"max_iter": 50, "n_components": 200}},
+    },
+}
+
+
+def study_file(name: str, quick: bool) -> Path:
+    """The study file `<name>[-quick].yaml`: the package copy if present, else the source checkout's."""
+    filename = f"{name}-quick.yaml" if quick else f"{name}.yaml"
+    searched = [PACKAGE_STUDIES / filename, CHECKOUT_STUDIES / filename]
+    for path in searched:
+        if path.is_file():
+            return path
+    raise ConfigError(f"study file {filename} not found; searched: {', '.join(map(str, searched))}")
+
+
+def is_reproduce_dir(path: Path) -> bool:
+    return (Path(path) / "reproduce.json").is_file()
+
+
+def _plan(sections, quick: bool, overrides: dict, seeds: list[int] | None, out: Path) -> list[tuple[Section, Path]]:
+    """Resolve and validate every study before anything runs (a typo in Q3 fails now, not after Q1 ran)."""
+    from dlstudy.studies.runner import load_study, plan_study
+
+    planned = []
+    for section in sections:
+        path = study_file(section.study, quick)
+        study = load_study(path)
+        if seeds:
+            study.seeds = list(seeds)
+        plan_study(study, out, overrides, source=str(path))
+        planned.append((section, path))
+    return planned
+
+
+def run_reproduce(out: str | Path, quick: bool = False, data_root: str | None = None, budget: str | None = None,
+                  jobs: int = 1, only: list[str] | None = None, overrides: dict | None = None) -> tuple[Path, list]:
+    """Run the studies in the reference report's order and write OUT/report.md / .html; returns (html, failures)."""
+    from dlstudy.config import deep_merge
+    from dlstudy.studies.runner import load_study, run_study
+
+    out = Path(out)
+    sections = [s for s in SECTIONS if not only or s.study in only]
+    unknown = sorted(set(only or []) - {s.study for s in SECTIONS})
+    if unknown:
+        raise ConfigError(f"--only: unknown study {unknown}; valid ones are {[s.study for s in SECTIONS]}")
+    if budget is not None and budget not in BUDGETS:
+        raise ConfigError(f"--budget: unknown budget {budget!r}; valid budgets are {sorted(BUDGETS)}")
+    layer: dict = {}
+    if data_root and not quick:
+        layer = deep_merge(layer, {"data": {"root": str(data_root)}})
+    if budget:
+        layer = deep_merge(layer, BUDGETS[budget]["overrides"])
+    layer = deep_merge(layer, overrides or {})
+    seeds = BUDGETS[budget]["seeds"] if budget else None
+    planned = _plan(sections, quick, layer, seeds, out)
+    record = {"mode": "quick" if quick else "full", "budget": budget, "data_root": data_root, "overrides": layer,
+              "env": environment_info(resolve_device("auto")), "sections": [], "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    failures = []
+    for section, path in planned:
+        log.info("== %s (%s)", section.title, path.name)
+        start = time.time()
+        try:
+            study_dir, results = run_study(path, out, layer, jobs=jobs, seeds=seeds)
+            failed = [f"{r.arm}/seed-{r.seed}: {r.error}" for r in results if not r.ok]
+        except DlstudyError as exc:  # e.g. a summary that cannot be built; the other studies still run
+            study_dir, failed = out / load_study(path).name, [f"study failed: {exc}"]
+        failures += [f"{section.study}: {f}" for f in failed]
+        record["sections"].append({"study": section.study, "file": str(path), "dir": study_dir.name,
+                                   "seconds": round(time.time() - start, 1), "failed": failed})
+        record["end_time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        atomic_write_json(out / "reproduce.json", record)
+    from dlstudy.studies.reproduce_report import write_reproduce_report
+
+    _, html_path = write_reproduce_report(out)
+    return html_path, failures
+
+
+def write_reproduce_report(out: str | Path):
+    """Re-exported for `dlstudy report OUT`."""
+    from dlstudy.studies.reproduce_report import write_reproduce_report as write
+
+    return write(out)
+
+
+def load_record(out: Path) -> dict:
+    path = Path(out) / "reproduce.json"
+    if not path.is_file():
+        raise DlstudyError(f"{out}: not a `dlstudy reproduce` folder (no reproduce.json)")
+    return json.loads(path.read_text())

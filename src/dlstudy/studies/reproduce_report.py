@@ -1,0 +1,185 @@
+"""The combined report of `dlstudy reproduce`, in the reference report's order, rebuilt from OUT's files alone."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+from dlstudy.report import Block, Figure, Heading, Link, Paragraph, Table, write_report
+from dlstudy.studies.records import ArmRun, fmt_mean_std, group_by_arm, mean_std, metric
+from dlstudy.studies.study_report import _summarize, collect_runs, is_study_dir, load_study_dir
+
+# reference-report metric names -> our metrics.json keys
+METRIC_ALIASES = {"test_accuracy": "accuracy", "accuracy": "accuracy", "precision": "precision_macro",
+                  "recall": "recall_macro", "f_score": "f1_macro", "f1": "f1_macro", "f1_score": "f1_macro",
+                  "train_accuracy": "train_accuracy"}
+
+
+def _flatten(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(tree, dict):
+        return [item for k, v in tree.items() for item in _flatten(v, f"{prefix}.{k}" if prefix else str(k))]
+    return [(prefix, tree)]
+
+
+def _arm_values(runs: list[ArmRun], name: str, block: str | None) -> list:
+    if name == "train_accuracy":  # last measured train(-subset) accuracy of the history
+        return [_last(r.history, ("train_eval_acc", "trainsub_acc", "train_acc")) for r in runs]
+    return [metric(r, name, block) for r in runs]
+
+
+def _ours(key: str, by_arm: dict[str, list[ArmRun]]) -> str | None:
+    """Our number for a reference key like `arms.<arm>.test_accuracy`, `after.accuracy` or `accuracy`.
+
+    Without an arm in the key: the only arm, or the best arm (by mean) of a several-arm study. None when the key
+    is not a metric we record.
+    """
+    parts = key.split(".")
+    name = METRIC_ALIASES.get(parts[-1])
+    if name is None:
+        return None
+    block = next((p for p in parts if p in ("before", "after")), None)
+    arm = next((p for p in parts if p in by_arm), None)
+    if arm is None and any(p == "arms" for p in parts):
+        return "—"  # an arm of the reference we did not run
+    candidates = [arm] if arm else list(by_arm)
+    scored = []
+    for candidate in candidates:
+        numbers = [v for v in _arm_values(by_arm[candidate], name, block) if isinstance(v, (int, float))]
+        scored.append((mean_std(numbers)[0] if numbers else -math.inf, candidate, numbers))
+    best_mean, best_arm, numbers = max(scored, key=lambda s: s[0])
+    text = fmt_mean_std(numbers)
+    return text if arm or len(candidates) == 1 else f"{text} (best arm: {best_arm})"
+
+
+def _last(history: list[dict], keys: tuple[str, ...]) -> float | None:
+    for key in keys:
+        values = [row.get(key) for row in history if isinstance(row.get(key), (int, float))]
+        if values:
+            return values[-1]
+    return None
+
+
+def reference_blocks(reference: dict, runs: list[ArmRun]) -> list[Block]:
+    """The reference report's numbers beside ours (metric keys), and its notes (text keys) as a paragraph."""
+    by_arm = group_by_arm(runs)
+    rows, notes = [], []
+    for key, value in _flatten(reference):
+        if isinstance(value, str) and "." not in key:
+            notes.append(f"{key}: {value}")
+            continue
+        ours = _ours(key, by_arm)
+        if ours is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+            rows.append([key, str(value) if isinstance(value, list) else value, ours])
+    blocks: list[Block] = [Paragraph("Reference — " + "; ".join(notes))] if notes else []
+    if rows:
+        blocks.append(Table(["reference report", "its number", "ours (mean ± std over seeds)"], rows,
+                            "The reference report's numbers beside ours"))
+    return blocks
+
+
+def _shows_reference(block: Block) -> bool:
+    """Whether a kind's table already puts the reference numbers beside ours (a column or a row label)."""
+    if not isinstance(block, Table):
+        return False
+    labels = list(block.columns) + [(r[0] if isinstance(r, list) and r else "") for r in block.rows]
+    return any("reference" in str(label).lower() for label in labels)
+
+
+def _values(runs: list[ArmRun], *path: str) -> str:
+    found = []
+    for run in runs:
+        node: Any = run.config
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        if node not in found:
+            found.append(node)
+    return ", ".join("—" if v is None else str(v) for v in found) or "—"
+
+
+def setup_paragraph(runs: list[ArmRun], seeds: list[int], seconds: float | None) -> Paragraph:
+    """Data, model and budget of a study, read from its runs' resolved config.yaml files."""
+    task = _values(runs, "task")
+    model = _values(runs, "svm", "features") if task == "svm" else _values(runs, "model", "name")
+    text = (f"Data: {_values(runs, 'data', 'name')} (max_train {_values(runs, 'data', 'max_train')}, max_eval "
+            f"{_values(runs, 'data', 'max_eval')}). Task: {task}. Model / features: {model}. ")
+    if task != "svm":
+        text += (f"Budget: {_values(runs, 'train', 'epochs')} epoch(s), batch size {_values(runs, 'train', 'batch_size')}"
+                 f", max steps per epoch {_values(runs, 'train', 'max_steps_per_epoch')}. ")
+    text += f"Seeds {seeds}." + (f" Wall time {seconds:.0f} s." if seconds is not None else "")
+    return Paragraph(text)
+
+
+def _rebase(block: Block, folder: str) -> Block:
+    """A study block as seen from the reproduce folder: paths under the study folder, headings one level down."""
+    if isinstance(block, Figure) and not Path(block.path).is_absolute():
+        return dataclasses.replace(block, path=Path(folder) / block.path)
+    if isinstance(block, Heading):
+        return dataclasses.replace(block, level=min(block.level + 1, 6))
+    if isinstance(block, Table):
+        def fix(v):
+            return Link(v.text, f"{folder}/{v.href}") if isinstance(v, Link) else v
+        rows = [{k: fix(v) for k, v in r.items()} if isinstance(r, dict) else [fix(v) for v in r] for r in block.rows]
+        return dataclasses.replace(block, rows=rows)
+    return block
+
+
+def section_blocks(out: Path, entry: dict, title: str, question: str, quick: bool) -> list[Block]:
+    study_dir = out / entry["dir"]
+    blocks: list[Block] = [Heading(title, 2), Paragraph(question)]
+    if not is_study_dir(study_dir):
+        return blocks + [Paragraph(f"Not run ({'; '.join(entry.get('failed', [])) or 'no study folder'}).")]
+    study, _ = load_study_dir(study_dir)
+    runs, status = collect_runs(study_dir, study)
+    blocks.append(setup_paragraph(runs, study.seeds, entry.get("seconds")))
+    kind_blocks, _ = _summarize(study_dir, study, runs)
+    reference = reference_blocks(study.reference, runs)
+    if any(_shows_reference(b) for b in kind_blocks):
+        reference = [b for b in reference if not isinstance(b, Table)]  # the kind's table already shows them
+    if reference and quick:
+        reference.insert(0, Paragraph("Quick mode: other data and a far smaller budget than the reference report, "
+                                      "so its numbers are shown for orientation, not as a target."))
+    blocks += reference
+    blocks += [_rebase(b, entry["dir"]) for b in kind_blocks]
+    finished = sum(1 for *_, s in status if s == "finished")
+    failed = entry.get("failed") or []
+    text = f"{finished} of {len(status)} runs finished." + (f" Failed: {'; '.join(failed)}." if failed else "")
+    blocks.append(Paragraph(text))
+    blocks.append(Table(["study report", "summary"], [[Link(f"{entry['dir']}/report.html",
+                                                            f"{entry['dir']}/report.html"),
+                                                       Link("summary.csv", f"{entry['dir']}/summary.csv")]]))
+    return blocks
+
+
+def build_reproduce_report(out: str | Path) -> list[Block]:
+    from dlstudy.studies.reproduce import SECTIONS, load_record
+
+    out = Path(out)
+    record = load_record(out)
+    by_name = {s.study: s for s in SECTIONS}
+    env = record.get("env", {})
+    quick = record.get("mode") == "quick"
+    blocks: list[Block] = [
+        Heading("Reproduction of the reference report", 1),
+        Paragraph(f"Mode {record.get('mode')}" + (f", budget {record['budget']}" if record.get("budget") else "")
+                  + (f", data root {record['data_root']}" if record.get("data_root") else "")
+                  + f". Started {record.get('start_time')}, finished {record.get('end_time')}. Git commit "
+                  f"{env.get('git_commit', 'unknown')}; torch {env.get('torch')}, torchvision "
+                  f"{env.get('torchvision')}, device {env.get('device')}."),
+        Table(["question", "study", "time (s)", "failed runs", "report"],
+              [[by_name[e["study"]].title if e["study"] in by_name else e["study"], e["dir"], e.get("seconds"),
+                len(e.get("failed", [])), Link("report", f"{e['dir']}/report.html")] for e in record["sections"]],
+              "Sections, in the reference report's order"),
+    ]
+    for entry in record["sections"]:
+        section = by_name.get(entry["study"])
+        title, question = (section.title, section.question) if section else (entry["study"], "")
+        blocks += section_blocks(out, entry, title, question, quick)
+    blocks += [Heading("Command and environment", 2), Paragraph(f"Command: {env.get('command', '?')}"),
+               Table(["key", "value"], [[k, v] for k, v in env.items() if k != "command"], "Environment")]
+    return blocks
+
+
+def write_reproduce_report(out: str | Path) -> tuple[Path, Path]:
+    return write_report(build_reproduce_report(out), out)

@@ -1,0 +1,108 @@
+"""Inputs of the SVM: standardised raw pixels, or a backbone's global-pooled penultimate features, cached on disk.
+
+Backbone features are extracted once per (dataset config, model, weights, image size) and cached under
+`<cache_dir>/features/<key>.pt`, written atomically, so every arm and seed of a study reuses them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from dlstudy.progress import progress
+from dlstudy.runs import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+FEATURE_CACHE_FORMAT = 1  # bump when the extraction changes, so old cache files are ignored
+
+
+def standardize(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
+    """Each array standardised with the train mean and std per column (constant columns keep std 1)."""
+    mean = train.mean(0, dtype=np.float64)
+    std = train.std(0, dtype=np.float64)
+    std[std < 1e-12] = 1.0
+    return [((a - mean) / std).astype(np.float32) for a in (train, *others)]
+
+
+def raw_features(splits) -> dict[str, np.ndarray]:
+    """Flattened pixels on [0, 1], standardised per pixel with training statistics: {split: (N, C*H*W) float32}."""
+    flat = [getattr(splits, s).images.reshape(len(getattr(splits, s)), -1).numpy().astype(np.float32) / 255.0
+            for s in SPLITS]
+    return dict(zip(SPLITS, standardize(*flat)))
+
+
+def _to_float(images: torch.Tensor, mean, std) -> torch.Tensor:
+    try:
+        from dlstudy.data import to_float
+    except ImportError:  # the data module's eval transform; the same formula if it is missing
+        m = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        s = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        return (images.float() / 255.0 - m) / s
+    return to_float(images, mean, std)
+
+
+def _three_channels(x: torch.Tensor) -> torch.Tensor:
+    try:
+        from dlstudy.data import ensure_channels
+    except ImportError:
+        return x if x.shape[1] == 3 else x.repeat(1, 3, 1, 1)
+    return ensure_channels(x, 3)
+
+
+@torch.no_grad()
+def extract_features(model: torch.nn.Module, images: torch.Tensor, mean, std, batch_size: int = 256,
+                     device: str = "cpu", desc: str = "features") -> np.ndarray:
+    """(N, F) float32 of `model.forward_features` on uint8 images (N, C, H, W), in eval mode, batch by batch.
+
+    Gray images are replicated to 3 channels after normalisation (ImageNet backbones take RGB).
+    """
+    model.eval().to(device)
+    out = []
+    starts = range(0, len(images), batch_size)
+    for i in progress(starts, desc=desc, total=len(starts)):
+        x = _three_channels(_to_float(images[i:i + batch_size], mean, std)).to(device)
+        out.append(model.forward_features(x).float().flatten(1).cpu())
+    return torch.cat(out).numpy()
+
+
+def feature_cache_key(data_cfg: dict, model: str, weights: str, image_size: int | None) -> str:
+    """File stem for dataset config + model + weights + image size (a weights file adds its size and mtime)."""
+    weights_id = weights
+    path = Path(weights)
+    if weights not in ("none", "imagenet") and path.exists():
+        st = path.stat()
+        weights_id = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    ident = json.dumps([FEATURE_CACHE_FORMAT, data_cfg, model, weights_id, image_size], sort_keys=True, default=str)
+    return f"{data_cfg.get('name', 'data')}-{model}-{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
+
+
+def cached(path: Path, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Load {split: array} from `path`, or compute and save it atomically (a corrupt file is recomputed)."""
+    if path.is_file():
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+            log.info("features: loaded from cache %s", path)
+            return {k: v.numpy() for k, v in obj.items()}
+        except Exception as exc:  # a truncated or foreign file: recompute rather than fail the run
+            log.warning("features: cache %s unreadable (%s); recomputing", path, exc)
+    feats = compute()
+    buf = io.BytesIO()
+    torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feats.items()}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+    log.info("features: cached to %s", path)
+    return feats
+
+
+def backbone_features(splits, model: torch.nn.Module, batch_size: int, device: str) -> dict[str, np.ndarray]:
+    """{split: (N, F)} pooled features of `model` for train, val and test, standardised with train statistics."""
+    raw = [extract_features(model, getattr(splits, s).images, splits.mean, splits.std, batch_size, device,
+                            desc=f"features {s}") for s in SPLITS]
+    return dict(zip(SPLITS, standardize(*raw)))

@@ -1,0 +1,136 @@
+"""The `svm` job: features -> LinearSVM per C (fitted on train, chosen on val) -> test metrics, figures, report."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from dlstudy.config import ModelConfig, RunConfig, to_dict
+from dlstudy.errors import ConfigError
+from dlstudy.runs import RunDir, read_json, resolve_device
+from dlstudy.svm.estimator import LinearSVM
+from dlstudy.svm.features import backbone_features, cached, feature_cache_key, raw_features
+
+log = logging.getLogger(__name__)
+
+
+def build_features(cfg: RunConfig, splits, device: str) -> dict[str, np.ndarray]:
+    """{split: (N, F) float32}: standardised raw pixels, or cached pooled features of cfg.svm.features."""
+    if cfg.svm.features == "raw":
+        return raw_features(splits)
+    from dlstudy.data import cache_dir
+    from dlstudy.models import MODELS, build_model
+
+    if cfg.svm.features not in MODELS:
+        raise ConfigError(f"svm.features: expected 'raw' or a model of dlstudy.models.MODELS {sorted(MODELS)}, "
+                          f"got {cfg.svm.features!r}")
+    image_size = splits.image_shape[-1]
+    key = feature_cache_key(to_dict(cfg.data), cfg.svm.features, cfg.svm.weights, image_size)
+
+    def compute():
+        mcfg = ModelConfig(name=cfg.svm.features, weights=cfg.svm.weights,
+                           small_input_stem=cfg.model.small_input_stem)
+        model = build_model(mcfg, splits.num_classes, 3, image_size)  # gray images are replicated to RGB
+        return backbone_features(splits, model, cfg.train.eval_batch_size, device)
+
+    return cached(cache_dir() / "features" / f"{key}.pt", compute)
+
+
+def make_svm(cfg: RunConfig, C: float, device: str) -> LinearSVM:
+    s = cfg.svm
+    return LinearSVM(C=C, multi_class=s.multi_class, loss=s.loss, fit_intercept=s.fit_intercept,
+                     class_weight=s.class_weight, tol=s.tol, max_iter=s.max_iter, random_state=cfg.seed,
+                     device=device, kernel=s.kernel, gamma=s.gamma, n_components=s.n_components,
+                     batch_size=s.batch_size)
+
+
+def select_C(cfg: RunConfig, feats: dict, y: dict, device: str) -> tuple[LinearSVM, list[dict]]:
+    """Fit one SVM per C on train; the best validation accuracy wins (ties: the smaller C, more regularised)."""
+    rows, best = [], None
+    for C in sorted(cfg.svm.C):
+        if not C > 0:
+            raise ConfigError(f"svm.C: every value must be > 0, got {cfg.svm.C}")
+        t0 = time.perf_counter()
+        svm = make_svm(cfg, C, device).fit(feats["train"], y["train"])
+        fit_s = time.perf_counter() - t0
+        val_acc = svm.score(feats["val"], y["val"]) if len(y["val"]) else float("nan")
+        rows.append({"C": C, "val_accuracy": val_acc, "train_accuracy": svm.score(feats["train"], y["train"]),
+                     "objective": svm.objective_, "dual_gap": svm.dual_gap_, "n_iter": svm.n_iter_,
+                     "converged": svm.converged_, "fit_time_s": fit_s})
+        log.info("svm: C=%g val accuracy %.4f (%d iterations, %.1fs)", C, val_acc, svm.n_iter_, fit_s)
+        if best is None or val_acc > best[0]:
+            best = (val_acc, svm, fit_s)
+    model = best[1]
+    model.fit_time_s_ = best[2]
+    return model, rows
+
+
+def _figures(run_dir: RunDir, metrics: dict, y_true: np.ndarray, y_score: np.ndarray, names: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from dlstudy.metrics import plot_confusion_matrix, plot_roc_curves
+
+    cm = np.asarray(metrics["confusion_matrix"])
+    for name, normalize in (("confusion_matrix", False), ("confusion_matrix_normalized", "true")):
+        fig, ax = plt.subplots(figsize=(7, 6))
+        plot_confusion_matrix(cm, names, normalize=normalize, ax=ax)
+        run_dir.save_figure(fig, name)
+    fig, ax = plt.subplots(figsize=(7, 6))
+    plot_roc_curves(y_true, y_score, names, ax=ax)  # decision_function scores, not calibrated probabilities
+    run_dir.save_figure(fig, "roc")
+
+
+def run_svm_job(cfg: RunConfig, run_dir: RunDir, resume: bool = False) -> dict:
+    """Run cfg (task 'svm') into run_dir; returns the metrics dict (METRIC_KEYS + an 'svm' block)."""
+    if resume and run_dir.is_done and run_dir.file("metrics.json").is_file():
+        return read_json(run_dir.file("metrics.json"))  # a finished run is not redone
+    from dlstudy.data import load_dataset
+    from dlstudy.metrics import compute_metrics
+
+    device = resolve_device(cfg.device)
+    run_dir.start(cfg, device)
+    splits = load_dataset(cfg.data)
+    t0 = time.perf_counter()
+    feats = build_features(cfg, splits, device)
+    feature_s = time.perf_counter() - t0
+    y = {s: getattr(splits, s).labels.numpy() for s in ("train", "val", "test")}
+    model, rows = select_C(cfg, feats, y, device)
+    run_dir.write_table("c_selection", rows)
+    if len(y["val"]):
+        model.calibrate(feats["val"], y["val"])  # predict_proba temperature on held-out data
+    y_score = model.decision_function(feats["test"])  # (N, K) columns = classes_ = 0..K-1
+    scores = np.zeros((len(y_score), splits.num_classes), dtype=np.float32)
+    scores[:, model.classes_] = y_score  # a class absent from train keeps score 0
+    # Evaluator.compute's own function, on the raw decision scores: Evaluator.update would softmax them, and ROC /
+    # AUC must rank the SVM's margins themselves (accuracy and the confusion matrix are the same either way)
+    metrics = compute_metrics(y["test"].astype(np.int64), scores, list(splits.class_names))
+    metrics["svm"] = {
+        "C": float(model.C), "C_grid": [float(c) for c in sorted(cfg.svm.C)], "features": cfg.svm.features,
+        "weights": cfg.svm.weights if cfg.svm.features != "raw" else None, "multi_class": model.multi_class,
+        "loss": model.loss, "kernel": model.kernel, "objective": model.objective_, "dual_gap": model.dual_gap_,
+        "n_iter": model.n_iter_, "converged": model.converged_, "fit_time_s": model.fit_time_s_,
+        "feature_time_s": feature_s, "n_features": int(feats["train"].shape[1]),
+        "n_train": int(len(y["train"])), "n_val": int(len(y["val"])), "temperature": model.temperature_,
+        "val_accuracy": max(r["val_accuracy"] for r in rows),
+    }
+    run_dir.write_metrics(metrics)
+    _figures(run_dir, metrics, y["test"], scores, list(splits.class_names))
+    _write_report(run_dir)
+    run_dir.finish()
+    return metrics
+
+
+def _write_report(run_dir: RunDir) -> None:
+    try:
+        from dlstudy.report import write_run_report
+    except ImportError:
+        log.info("svm: dlstudy.report not available; no report written")
+        return
+    write_run_report(run_dir.path)
+
+
+__all__ = ["run_svm_job", "build_features", "select_C", "make_svm"]

@@ -1,0 +1,117 @@
+"""`dlstudy reproduce`: the four studies in the reference report's order into one combined report.
+
+The first tests swap in tiny study files run by the fake job of test_studies (the reproduce machinery on its own);
+the last runs the real quick studies with `--budget tiny` end to end (the CI check of `make demo`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dlstudy import jobs
+from dlstudy.cli import main
+from dlstudy.studies import reproduce
+from dlstudy.studies.records import fmt_mean_std
+from test_studies import CALL_LOG
+
+REFERENCE = {"svm": 0.697, "finetune": 0.90, "losses": 0.478, "optimizers": 0.885}
+
+
+def _fake_study(name: str, bad: bool = False) -> dict:
+    return {"name": f"{name}-quick", "kind": "generic", "seeds": [0, 1], "description": f"fake {name}",
+            "base": {"task": "fake", "data": {"name": "digits"}, "train": {"epochs": 9}},
+            "arms": [{"name": "a", "set": {"svm.C": [-1.0 if bad else 0.0]}}, {"name": "b", "set": {"svm.C": [0.5]}}],
+            "reference": {"source": f"reference {name}", "arms": {"b": {"accuracy": REFERENCE[name], "label": "x"}}}}
+
+
+@pytest.fixture
+def fake_studies(tmp_path, monkeypatch):
+    monkeypatch.setitem(jobs.JOBS, "fake", jobs.Job("test_studies:fake_job", "test job"))
+    monkeypatch.setenv(CALL_LOG, str(tmp_path / "calls.log"))
+    folder = tmp_path / "studies"
+    folder.mkdir()
+    for section in reproduce.SECTIONS:
+        study = _fake_study(section.study, bad=section.study == "losses")
+        (folder / f"{section.study}-quick.yaml").write_text(yaml.safe_dump(study))
+    monkeypatch.setattr(reproduce, "PACKAGE_STUDIES", folder)
+    return folder
+
+
+def test_reproduce_runs_every_study_in_order_and_combines_the_report(tmp_path, fake_studies, capsys):
+    out = tmp_path / "out"
+    code = main(["reproduce", "--quick", "--budget", "tiny", "--out", str(out)])
+    assert code == 1  # the losses study has a failing arm; the other studies still ran
+    assert f"report: {out / 'report.html'}" in capsys.readouterr().out
+    md = (out / "report.md").read_text()
+    titles = [s.title for s in reproduce.SECTIONS]
+    assert [md.index(t) for t in titles] == sorted(md.index(t) for t in titles)  # the reference report's order
+    for section in reproduce.SECTIONS:
+        study_dir = out / f"{section.study}-quick"
+        assert (study_dir / "b" / "seed-0" / "DONE").is_file()
+        assert not (study_dir / "b" / "seed-1").exists()  # --budget tiny runs one seed
+        cfg = yaml.safe_load((study_dir / "b" / "seed-0" / "config.yaml").read_text())
+        assert cfg["train"]["epochs"] == 1 and cfg["data"]["max_train"] == 240  # tiny overrides win over the file
+        ours = fmt_mean_std([json.loads((study_dir / "b" / "seed-0" / "metrics.json").read_text())["accuracy"]])
+        assert f"| arms.b.accuracy | {REFERENCE[section.study]:.4g} | {ours} |" in md
+        assert f"Reference — source: reference {section.study}" in md
+    assert "Failed: a/seed-0: ValueError: fake job: negative shrink" in md
+    assert "Data: digits (max_train 240, max_eval 120)" in md
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 4  # each study's bar chart, embedded
+    assert 'href="svm-quick/report.html"' in page
+    record = json.loads((out / "reproduce.json").read_text())
+    assert [s["study"] for s in record["sections"]] == ["svm", "finetune", "losses", "optimizers"]
+
+    # the combined report is rebuilt from the folder alone
+    (out / "report.md").unlink()
+    assert main(["report", str(out)]) == 0
+    assert (out / "report.md").read_text() == md
+
+
+def test_reproduce_validates_every_study_before_running(tmp_path, fake_studies, capsys):
+    bad = _fake_study("optimizers")
+    bad["base"]["train"]["epochs"] = "nine"
+    (fake_studies / "optimizers-quick.yaml").write_text(yaml.safe_dump(bad))
+    assert main(["reproduce", "--quick", "--out", str(tmp_path / "out")]) == 2
+    assert "optimizers-quick.yaml: arm 'a': config.train.epochs: expected int" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # not even Q1 ran
+
+
+def test_reproduce_only_and_missing_study_file(tmp_path, fake_studies, monkeypatch, capsys):
+    assert main(["reproduce", "--quick", "--only", "svm", "--budget", "tiny", "--out", str(tmp_path / "o")]) == 0
+    assert [p.name for p in (tmp_path / "o").iterdir() if p.is_dir()] == ["svm-quick"]
+    (fake_studies / "svm-quick.yaml").unlink()
+    monkeypatch.setattr(reproduce, "CHECKOUT_STUDIES", tmp_path / "nowhere")
+    assert main(["reproduce", "--quick", "--only", "svm", "--out", str(tmp_path / "o2")]) == 2
+    assert "study file svm-quick.yaml not found; searched:" in capsys.readouterr().err
+
+
+def test_every_shipped_study_file_is_valid():
+    """The repository's studies/*.yaml load and plan (every arm validated) without running anything."""
+    from dlstudy.studies.runner import load_study, plan_study
+
+    files = sorted(reproduce.CHECKOUT_STUDIES.glob("*.yaml"))
+    assert files, f"no study files in {reproduce.CHECKOUT_STUDIES}"
+    for path in files:
+        tasks = plan_study(load_study(path), Path("/nonexistent"), source=str(path))
+        assert tasks
+
+
+@pytest.mark.timeout(400)
+def test_reproduce_quick_tiny_end_to_end(tmp_path, capsys):
+    """`make demo` in miniature: the real quick studies and jobs, with --budget tiny (CI)."""
+    for section in reproduce.SECTIONS:
+        reproduce.study_file(section.study, quick=True)  # a missing file fails here with the paths searched
+    out = tmp_path / "demo"
+    code = main(["reproduce", "--quick", "--budget", "tiny", "--out", str(out)])
+    record = json.loads((out / "reproduce.json").read_text())
+    failures = [f for s in record["sections"] for f in s["failed"]]
+    assert code == 0, failures
+    md = (out / "report.md").read_text()
+    for section in reproduce.SECTIONS:
+        assert section.title in md
+    assert (out / "report.html").stat().st_size > 10_000

@@ -1,0 +1,94 @@
+"""The run-folder contract: atomic writes, env.json, DONE marker, run naming."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from dlstudy.config import RunConfig, build_run_config
+from dlstudy.runs import (
+    DONE_MARKER, RunDir, atomic_write_csv, atomic_write_json, atomic_write_text, environment_info, new_run_dir,
+    read_csv, read_json, resolve_device,
+)
+
+
+def test_atomic_write_leaves_no_temp_files_and_replaces(tmp_path):
+    path = tmp_path / "sub" / "a.txt"
+    atomic_write_text(path, "one")
+    atomic_write_text(path, "two")
+    assert path.read_text() == "two"
+    assert [p.name for p in path.parent.iterdir()] == ["a.txt"]
+
+
+def test_atomic_write_keeps_old_file_when_serialisation_fails(tmp_path):
+    path = tmp_path / "m.json"
+    atomic_write_json(path, {"accuracy": 0.5})
+
+    class Unserialisable:
+        pass
+
+    with pytest.raises(TypeError):
+        atomic_write_json(path, {"accuracy": Unserialisable()})
+    assert read_json(path) == {"accuracy": 0.5}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
+
+
+def test_json_maps_nan_to_null_and_numpy_to_python(tmp_path):
+    path = tmp_path / "m.json"
+    atomic_write_json(path, {"auc": [0.5, float("nan")], "cm": np.eye(2, dtype=np.int64), "x": np.float32(1.5)})
+    text = path.read_text()
+    assert "NaN" not in text
+    data = json.loads(text)
+    assert data == {"auc": [0.5, None], "cm": [[1, 0], [0, 1]], "x": 1.5}
+
+
+def test_csv_round_trip(tmp_path):
+    rows = [{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.25, "extra": "x"}]
+    atomic_write_csv(tmp_path / "h.csv", rows)
+    back = read_csv(tmp_path / "h.csv")
+    assert [r["epoch"] for r in back] == ["1", "2"]
+    assert back[1]["extra"] == "x" and back[0]["extra"] == ""
+    assert math.isclose(float(back[1]["loss"]), 0.25)
+
+
+def test_run_dir_start_and_finish(tmp_path):
+    cfg = build_run_config({"task": "svm", "seed": 7})
+    run = RunDir(tmp_path / "r").start(cfg, "cpu")
+    env = read_json(run.file("env.json"))
+    for key in ("python", "torch", "torchvision", "numpy", "device", "git_commit", "seed", "start_time"):
+        assert key in env
+    assert env["seed"] == 7 and env["end_time"] is None
+    assert "seed: 7" in run.file("config.yaml").read_text()
+    assert not run.is_done
+    run.finish()
+    assert run.is_done and read_json(run.file("env.json"))["end_time"]
+    # restarting a run clears DONE until it finishes again
+    run.start(cfg, "cpu")
+    assert not (run.path / DONE_MARKER).exists()
+
+
+def test_new_run_dir_does_not_overwrite(tmp_path):
+    cfg = RunConfig(name="exp")
+    first = new_run_dir(tmp_path, cfg)
+    first.start(cfg, "cpu")
+    second = new_run_dir(tmp_path, cfg)
+    assert first.path.name == "exp" and second.path.name == "exp-2"
+    assert new_run_dir(tmp_path, cfg, exist_ok=True).path == first.path
+
+
+def test_environment_info_has_versions():
+    info = environment_info("cpu", seed=3)
+    assert info["torch"].startswith("2.") and info["seed"] == 3
+
+
+def test_resolve_device_rejects_missing_cuda():
+    import torch
+
+    assert resolve_device("cpu") == "cpu"
+    if not torch.cuda.is_available():
+        assert resolve_device("auto") == "cpu"
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
