@@ -5,8 +5,10 @@ Batch-1 SGD runs ~54,000 steps per MNIST epoch, so every microsecond the engine 
     bare torch loop                     model(x) -> cross_entropy -> zero_grad/backward/SGD.step, pre-built batches
     ours: optimizer + scheduler         the same loop with dlstudy.optim.build_optimizer + StepSchedule.step()
     ours: engine train_one_epoch        dlstudy.engine.loop.train_one_epoch (objective, accuracy, NaN check, logs)
+      (diagnostic) plain CE objective   the same loop with a bare cross-entropy objective: the loop's own share
     bare loop, indexing uint8 images    the bare loop taking each sample from the uint8 split and normalising it
     ours: engine + data.batches         train_one_epoch fed by dlstudy.data.batches(split, 1, shuffle=True)
+      (diagnostic) plain CE objective   the same with the bare cross-entropy objective
 
 The ratio is ours / peer in steps per second (1.00 = no overhead; the target is >= 0.90). The variants run in short
 chunks, round-robin, and each keeps its fastest chunk: on a shared machine other processes slow some chunks, and
@@ -91,13 +93,24 @@ def bare_indexing_stepper(model):
     return run
 
 
-def engine_stepper(model, use_batches: bool = False):
+class PlainCE(nn.Module):
+    """Diagnostic objective: just the cross-entropy tensor, to separate the loop's overhead from the objective's."""
+
+    def forward(self, outputs: dict, labels: torch.Tensor) -> dict:
+        return {"loss": nn.functional.cross_entropy(outputs["logits"], labels)}
+
+    def after_step(self) -> None:
+        pass
+
+
+def engine_stepper(model, use_batches: bool = False, plain_objective: bool = False):
     """train_one_epoch over a chunk: pre-built batches, or dlstudy.data.batches over a uint8 split."""
     from dlstudy.data import batches
     from dlstudy.engine.loop import train_one_epoch
     from dlstudy.losses import build_objective
 
-    objective = build_objective(LossConfig(name="ce"), num_classes=10, feature_dim=model.feature_dim)
+    objective = PlainCE() if plain_objective else build_objective(LossConfig(name="ce"), num_classes=10,
+                                                                  feature_dim=model.feature_dim)
     opt = build_optimizer(model.parameters(), OptimConfig(name="sgd", lr=LR))
     sched = build_scheduler(opt, TrainConfig(epochs=1, schedule="constant"), 10**7)
 
@@ -123,9 +136,13 @@ def main() -> None:
         "bare torch loop": (bare_stepper(make_model()), data, None),
         "ours: optimizer + scheduler": (bare_stepper(make_model(), use_ours=True), data, "bare torch loop"),
         "ours: engine train_one_epoch": (engine_stepper(make_model()), data, "bare torch loop"),
+        "  (diagnostic) engine, plain CE objective": (engine_stepper(make_model(), plain_objective=True), data,
+                                                      "bare torch loop"),
         "bare loop, indexing uint8 images": (bare_indexing_stepper(make_model()), split, None),
         "ours: engine + data.batches": (engine_stepper(make_model(), use_batches=True), split,
                                         "bare loop, indexing uint8 images"),
+        "  (diagnostic) engine + batches, plain CE": (engine_stepper(make_model(), True, plain_objective=True),
+                                                     split, "bare loop, indexing uint8 images"),
     }
     best = {name: float("inf") for name in variants}  # fastest chunk, seconds
     for _ in range(args.rounds):  # round-robin: load from other processes hits every variant alike
@@ -137,11 +154,11 @@ def main() -> None:
     print(f"batch size 1, MLP 784-256-256-10 (dlstudy mlp), fastest of {args.rounds} interleaved chunks of "
           f"{args.chunk} steps, {args.threads} torch thread(s), torch {torch.__version__}, "
           f"{os.cpu_count()} CPUs (shared, busy machine)")
-    print(f"| {'variant':<34} | {'steps/s':>8} | {'us/step':>8} | {'peer':<34} | {'ratio':>5} |")
-    print(f"|{'-' * 36}|{'-' * 10}|{'-' * 10}|{'-' * 36}|{'-' * 7}|")
+    print(f"| {'variant':<42} | {'steps/s':>8} | {'us/step':>8} | {'peer':<34} | {'ratio':>5} |")
+    print(f"|{'-' * 44}|{'-' * 10}|{'-' * 10}|{'-' * 36}|{'-' * 7}|")
     for name, (_, _, peer) in variants.items():
         ratio = f"{rate[name] / rate[peer]:.2f}" if peer else ""
-        print(f"| {name:<34} | {rate[name]:>8.0f} | {1e6 / rate[name]:>8.0f} | {peer or '':<34} | {ratio:>5} |")
+        print(f"| {name:<42} | {rate[name]:>8.0f} | {1e6 / rate[name]:>8.0f} | {peer or '':<34} | {ratio:>5} |")
 
 
 if __name__ == "__main__":

@@ -284,3 +284,19 @@ def test_centre_update_uses_the_training_batch_not_a_later_evaluation():
     objective.after_step()
     torch.testing.assert_close(objective.center.centers.detach(), expected)
     assert out["center"] > 0
+
+
+def test_centre_update_under_a_process_group_uses_the_reduced_sums(tmp_path):
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        pytest.skip("torch.distributed not available")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        centers, x, y = torch.zeros(3, 2), torch.randn(6, 2), torch.tensor([0, 0, 1, 1, 2, 2])
+        expected = centers.clone()
+        center_update(expected, x, y, 0.5, sync=False)
+        center_update(centers, x, y, 0.5)  # world size 1: the all-reduce must leave the update unchanged
+        torch.testing.assert_close(centers, expected)
+    finally:
+        dist.destroy_process_group()

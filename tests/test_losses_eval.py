@@ -220,7 +220,7 @@ def test_triplet_then_linear_svm_on_digits_beats_chance(digits_splits, triplet_m
 class _SklearnSVM:
     """Stand-in with the LinearSVM estimator contract, to test our wiring independently of dlstudy.svm."""
 
-    def __init__(self, C=1.0, multi_class="ovr"):
+    def __init__(self, C=1.0, multi_class="ovr", **settings):  # settings: loss, tol, device... (not needed here)
         from sklearn.svm import LinearSVC
 
         self.model = LinearSVC(C=C)

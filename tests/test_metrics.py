@@ -33,7 +33,7 @@ def _case(seed: int):
     return y_true, y_pred, scores.astype(dtype), k
 
 
-SEEDS = range(40)
+SEEDS = range(24)
 
 
 def _close(a, b):
@@ -61,20 +61,20 @@ def test_confusion_matrix_and_accuracies(seed):
 @pytest.mark.parametrize("seed", SEEDS)
 def test_precision_recall_fscore(seed):
     y, p, _, k = _case(seed)
-    for beta in (1.0, 0.5, 2.0, 0.0, np.inf):
-        for average in (None, "micro", "macro", "weighted"):
-            for zd in (0.0, 1.0, np.nan, "warn"):
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    ours = m.precision_recall_fscore(y, p, beta=beta, average=average, zero_division=zd,
-                                                     num_classes=k)
-                    ref = skm.precision_recall_fscore_support(y, p, beta=beta, average=average, zero_division=zd,
-                                                              labels=np.arange(k))
-                for a, b in zip(ours, ref):
-                    if b is None:
-                        assert a is None
-                    else:
-                        _close(a, b)
+    # every zero_division and average at beta=1; the other betas with two zero_division values
+    combos = [(1.0, a, z) for a in (None, "micro", "macro", "weighted") for z in (0.0, 1.0, np.nan, "warn")]
+    combos += [(b, a, z) for b in (0.5, 2.0, 0.0, np.inf) for a in (None, "macro") for z in (0.0, np.nan)]
+    for beta, average, zd in combos:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ours = m.precision_recall_fscore(y, p, beta=beta, average=average, zero_division=zd, num_classes=k)
+            ref = skm.precision_recall_fscore_support(y, p, beta=beta, average=average, zero_division=zd,
+                                                      labels=np.arange(k))
+        for a, b in zip(ours, ref):
+            if b is None:
+                assert a is None
+            else:
+                _close(a, b)
 
 
 def test_zero_division_warn_warns_like_sklearn():
@@ -170,7 +170,7 @@ def test_large_inputs_k200_and_n1e5():
     ours = m.roc_auc_score(y, s, average=None)
     for c in range(0, k, 7):
         assert ours[c] == pytest.approx(skm.roc_auc_score(y == c, s[:, c]), abs=TOL)
-    n, k = 100_000, 10
+    n, k = 50_000, 10
     y = rng.integers(0, k, n)
     s = rng.dirichlet(np.ones(k), size=n)
     assert m.roc_auc_score(y, s) == pytest.approx(skm.roc_auc_score(y, s, multi_class="ovr"), abs=TOL)
@@ -264,9 +264,11 @@ def test_torch_inputs_equal_numpy():
     yt, pt, st = torch.from_numpy(y), torch.from_numpy(p), torch.from_numpy(s)
     assert np.array_equal(m.confusion_matrix(yt, pt, k), m.confusion_matrix(y, p, k))
     assert np.array_equal(_cuda_confusion_matrix(yt, pt, k), m.confusion_matrix(y, p, k))  # device-agnostic code
-    assert m.roc_auc_score(yt, st) == m.roc_auc_score(y, s)
-    # the GPU route (torch sort + searchsorted), run here on CPU tensors
-    _close(ranking._ovr_auc_torch(yt, st)[0], m.roc_auc_score(y, s, average=None))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # classes absent from y_true
+        assert m.roc_auc_score(yt, st) == m.roc_auc_score(y, s)
+        # the GPU route (torch sort + searchsorted), run here on CPU tensors
+        _close(ranking._ovr_auc_torch(yt, st)[0], m.roc_auc_score(y, s, average=None))
     _close(ranking.micro_auc(yt, st), m.roc_auc_score(y, s, average="micro"))
 
 

@@ -173,3 +173,15 @@ def test_per_class_accuracy_bars():
     assert len(ax.patches) == 4 and ax.patches[2].get_height() == pytest.approx(0.9)
     assert "mean 0.800" in ax.get_legend().get_texts()[0].get_text()
     plt.close("all")
+
+
+def test_compute_metrics_on_raw_margins_ranks_them_as_given():
+    """The SVM job passes decision values (negative, unnormalised): AUC must rank those, not a softmax of them."""
+    logits, y = _logits(n=300, k=4, seed=3)
+    margins = (logits.astype(np.float64) - 3.0) * 7.0
+    out = m.compute_metrics(y, margins, ["a", "b", "c", "d"])
+    expected = [skm.roc_auc_score(y == c, margins[:, c]) for c in range(4)]
+    assert out["roc_auc_per_class"] == pytest.approx(expected, abs=1e-12)
+    assert out["accuracy"] == pytest.approx(skm.accuracy_score(y, margins.argmax(1)), abs=1e-12)
+    with pytest.raises(ValueError, match="300 samples but y_score has 299 rows"):
+        m.compute_metrics(y, margins[:-1])

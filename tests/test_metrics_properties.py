@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from dlstudy import metrics as m
 
-SETTINGS = settings(max_examples=40, deadline=None)
+SETTINGS = settings(max_examples=20, deadline=None)
 
 
 @st.composite

@@ -153,6 +153,10 @@ def test_run_dir_weights_take_the_best_checkpoint_and_a_new_head(tmp_path):
     assert set(model.weights_report.skipped) == {"head.weight", "head.bias"}
     same = build_model(ModelConfig(name="smallcnn", weights=str(run / "checkpoints" / "best.pt")), 10, 1, 8)
     torch.testing.assert_close(same.head.weight, trained.head.weight)  # same classes: the head is reused
+    ddp_file = tmp_path / "ddp.pt"  # a state dict saved from a DistributedDataParallel wrapper
+    torch.save({f"module.{k}": v for k, v in trained.state_dict().items()}, ddp_file)
+    from_ddp = build_model(ModelConfig(name="smallcnn", weights=str(ddp_file)), 10, 1, 8)
+    torch.testing.assert_close(from_ddp.head.weight, trained.head.weight)
 
 
 def test_old_densenet_key_names_are_mapped():

@@ -294,3 +294,19 @@ def test_batchnorm_model_at_batch_one_is_refused_by_the_train_job(tmp_path):
                             "train": {"epochs": 1, "batch_size": 1, "evaluate_before": False}})
     with pytest.raises(ConfigError, match="batch_size=1.*frozen_bn"):
         run_job(cfg, RunDir(tmp_path / "bn"))
+
+
+@pytest.mark.slow
+def test_quick_study_end_to_end(tmp_path):
+    """The whole quick study through the runner (~1.5 min on 2 busy cores with one thread): report and table."""
+    from dlstudy.runs import read_csv
+    from dlstudy.studies.runner import run_study
+
+    study_dir, results = run_study(REPO / "studies" / "optimizers-quick.yaml", tmp_path)
+    assert results and all(r.ok for r in results)
+    rows = read_csv(study_dir / "summary.csv")
+    assert [r["arm"] for r in rows] == ["vanilla-sgd", "minibatch-sgd", "minibatch-sgd-momentum", "minibatch-adam"]
+    assert all(0.5 < float(r["test_accuracy_mean"]) <= 1 for r in rows)
+    for name in ("optim_loss_epochs", "optim_loss_time", "optim_accuracy", "optim_step_loss"):
+        assert (study_dir / "figures" / f"{name}.png").is_file()
+    assert "differ only in optimizer" in (study_dir / "report.md").read_text()

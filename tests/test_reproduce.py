@@ -24,7 +24,8 @@ REFERENCE = {"svm": 0.697, "finetune": 0.90, "losses": 0.478, "optimizers": 0.88
 def _fake_study(name: str, bad: bool = False) -> dict:
     return {"name": f"{name}-quick", "kind": "generic", "seeds": [0, 1], "description": f"fake {name}",
             "base": {"task": "fake", "data": {"name": "digits"}, "train": {"epochs": 9}},
-            "arms": [{"name": "a", "set": {"svm.C": [-1.0 if bad else 0.0]}}, {"name": "b", "set": {"svm.C": [0.5]}}],
+            "arms": [{"name": "a", "set": {"optim.weight_decay": -1.0 if bad else 0.0}},
+                     {"name": "b", "set": {"optim.weight_decay": 0.5}}],
             "reference": {"source": f"reference {name}", "arms": {"b": {"accuracy": REFERENCE[name], "label": "x"}}}}
 
 

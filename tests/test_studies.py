@@ -29,14 +29,14 @@ CALL_LOG = "DLSTUDY_TEST_CALL_LOG"
 
 
 def fake_job(cfg, run_dir, resume=False):
-    """Nearest-centroid on digits; `svm.C[0]` shrinks the centroids towards their mean, `seed` subsamples train."""
+    """Nearest-centroid on digits; `optim.weight_decay` shrinks the centroids to their mean, `seed` picks train."""
     from sklearn.datasets import load_digits
     from sklearn.metrics import confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score
 
     if os.environ.get(CALL_LOG):
         with open(os.environ[CALL_LOG], "a") as fh:
             fh.write(f"{run_dir.path.parent.name}/{run_dir.path.name} resume={resume}\n")
-    shrink = cfg.svm.C[0]
+    shrink = cfg.optim.weight_decay
     if shrink < 0:
         raise ValueError("fake job: negative shrink")
     run_dir.start(cfg, "cpu")
@@ -80,7 +80,8 @@ def fake(monkeypatch, tmp_path):
 def write_study(tmp_path: Path, **changes) -> Path:
     study = {"name": "tiny", "kind": "generic", "description": "Two shrink values on digits.", "seeds": [0, 1],
              "base": {"task": "fake", "data": {"name": "digits"}},
-             "arms": [{"name": "sharp", "set": {"svm.C": [0.0]}}, {"name": "blurred", "set": {"svm": {"C": [0.9]}}}]}
+             "arms": [{"name": "sharp", "set": {"optim.weight_decay": 0.0}},
+                      {"name": "blurred", "set": {"optim": {"weight_decay": 0.9}}}]}
     study.update(changes)
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(study))
@@ -129,7 +130,7 @@ def test_study_runs_in_parallel_resumes_and_summarises(tmp_path, fake):
 
 
 def test_failed_arm_is_reported_and_others_still_run(tmp_path, fake, capsys):
-    arms = [{"name": "bad", "set": {"svm.C": [-1.0]}}, {"name": "good", "set": {"svm.C": [0.0]}}]
+    arms = [{"name": "bad", "set": {"optim.weight_decay": -1.0}}, {"name": "good", "set": {"optim.weight_decay": 0.0}}]
     path = write_study(tmp_path, arms=arms, seeds=[0])
     code = main(["run", str(path), "--out", str(tmp_path / "out")])
     assert code == 1

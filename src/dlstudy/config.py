@@ -62,7 +62,7 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 3
-    batch_size: int = 64
+    batch_size: int = 64  # per process under DDP (torchrun): the global batch is batch_size x world size
     eval_batch_size: int = 512
     schedule: str = "constant"  # constant | step | cosine | onecycle
     warmup_epochs: float = 0.0
@@ -116,6 +116,7 @@ class SVMConfig:
     tol: float = 1e-3  # relative duality gap at which fitting stops: objective within 0.1% of the optimum
     max_iter: int = 1000  # Newton iterations (a ConvergenceWarning when reached)
     batch_size: int | None = None  # stream X through the solver in row chunks of this size (data > device memory)
+    dtype: str = "float64"  # solver precision; float32 is faster for squared hinge, float64 safer for the others
 
 
 @dataclass

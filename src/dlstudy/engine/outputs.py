@@ -27,8 +27,10 @@ def write_logs(run_dir: RunDir, history: list[dict], steps: list[dict] | None) -
 
 def _curve_figure(history: list[dict], key: str, label: str):
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     epochs = [r["epoch"] for r in history]
     ax.plot(epochs, [r[f"train_{key}"] for r in history], "o-", label="train (running, during the epoch)")
     if any(r.get(f"train_eval_{key}") is not None for r in history):

@@ -5,7 +5,8 @@
 Centre update (the paper's Algorithm 1, eq. 4), applied after each optimiser step on the batch just seen:
     delta_c_j = sum_{i: y_i = j} (c_j - x_i) / (1 + n_j)      n_j = number of samples of class j in the batch
     c_j <- c_j - alpha * delta_c_j
-The "1 +" keeps the step bounded for classes with few samples; classes absent from the batch do not move.
+The "1 +" keeps the step bounded for classes with few samples; classes absent from the batch do not move. Under
+DDP the batch sums are all-reduced, so the update is that of the global batch and the ranks' centres agree.
 The centres are *not* trained by the model's optimiser (no gradient, no weight decay, no momentum): they are a
 parameter with requires_grad=False, so they sit in state_dict / .to(device) / parameters() but any optimiser skips
 them (their .grad stays None).
@@ -28,12 +29,20 @@ def center_loss(features: torch.Tensor, labels: torch.Tensor, centers: torch.Ten
 
 
 @torch.no_grad()
-def center_update(centers: torch.Tensor, features: torch.Tensor, labels: torch.Tensor, alpha: float) -> None:
-    """In place: c_j -= alpha * sum_{i: y_i=j} (c_j - x_i) / (1 + n_j), Wen et al. 2016 eq. 4."""
+def center_update(centers: torch.Tensor, features: torch.Tensor, labels: torch.Tensor, alpha: float,
+                  sync: bool = True) -> None:
+    """In place: c_j -= alpha * sum_{i: y_i=j} (c_j - x_i) / (1 + n_j), Wen et al. 2016 eq. 4.
+
+    Under torch.distributed (and `sync`), the sums and counts are all-reduced first, so the update uses the
+    global batch and every rank's centres stay identical.
+    """
     features = features.to(centers.dtype)
     k = centers.shape[0]
     counts = torch.bincount(labels, minlength=k).to(centers.dtype)  # (K,) n_j
     diff_sum = torch.zeros_like(centers).index_add_(0, labels, centers[labels] - features)  # (K, F)
+    if sync and torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(counts)
+        torch.distributed.all_reduce(diff_sum)
     centers.sub_(alpha * diff_sum / (1.0 + counts)[:, None])
 
 

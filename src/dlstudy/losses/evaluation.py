@@ -4,8 +4,8 @@ The engine extracts embeddings itself (DDP, AMP) and calls `evaluate_embeddings(
 test_y, cfg, class_names)`; `evaluate_model_embeddings(model, splits, cfg, ...)` does the extraction too.
 
 `eval.classifier`:
-    svm  our dlstudy.svm.LinearSVM on train embeddings standardised by train statistics (one-vs-rest by default,
-         `svm.multi_class`); several `svm.C` values are compared on the val embeddings (or a seeded 20%
+    svm  our dlstudy.svm.LinearSVM (the `svm.*` settings; on the GPU when there is one) on train embeddings
+         standardised by train statistics; several `svm.C` values are compared on the val embeddings (or a seeded 20%
          hold-out of the train embeddings) and the best one is refitted on all train embeddings
     knn  k-NN votes (`eval.knn_k`) on the raw embeddings, the geometry the triplet loss trained
 The embedding is the model's embedding head output, or its pooled features when it has none.
@@ -95,7 +95,13 @@ def fit_svm_scores(train_x, train_y, test_x, num_classes: int, cfg: RunConfig, v
     """
     from dlstudy.svm import LinearSVM
 
-    make = lambda c: LinearSVM(C=c, multi_class=cfg.svm.multi_class)  # noqa: E731
+    svm = cfg.svm
+
+    def make(c: float) -> "LinearSVM":  # the svm.* settings of the config; the GPU when there is one
+        return LinearSVM(C=c, multi_class=svm.multi_class, loss=svm.loss, fit_intercept=svm.fit_intercept,
+                         class_weight=svm.class_weight, tol=svm.tol, max_iter=svm.max_iter, random_state=cfg.seed,
+                         device="auto", dtype=svm.dtype, batch_size=svm.batch_size, kernel=svm.kernel,
+                         gamma=svm.gamma, n_components=svm.n_components)
     best_c = cfg.svm.C[0]
     if len(cfg.svm.C) > 1:
         if val is not None:
@@ -123,6 +129,8 @@ def embedding_scores(train_emb, train_y, test_emb, num_classes: int, cfg: RunCon
                           f"('head' is the engine's own evaluation)")
     train_emb, test_emb = torch.as_tensor(train_emb).float().cpu(), torch.as_tensor(test_emb).float().cpu()
     train_y = torch.as_tensor(train_y).long().cpu()
+    if val is not None:  # (val_emb, val_y), possibly on the GPU
+        val = (torch.as_tensor(val[0]).float().cpu(), torch.as_tensor(val[1]).long().cpu())
     if kind == "knn":
         return knn_predict(train_emb, train_y, test_emb, cfg.eval.knn_k, num_classes)
     return fit_svm_scores(train_emb, train_y, test_emb, num_classes, cfg, val)

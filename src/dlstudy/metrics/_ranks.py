@@ -80,16 +80,15 @@ def rank_sum_sorted(pool_sorted: np.ndarray, pos_sorted: np.ndarray) -> int:
 def rank_sum_cells(col: np.ndarray, rows: np.ndarray, grid: KeyGrid) -> int:
     """S for the positives col[rows] among all of col (contiguous (N,) floats inside the grid's range)."""
     g = cells(col, grid)  # (N,) cell of every value
-    g_pos = g[rows]  # (P,) cells of the positives
     count = np.bincount(g, minlength=grid.n_cells)
     below = np.cumsum(count)
     below -= count  # values in lower cells
+    pos = np.sort(col[rows])  # (P,) positives, sorted; their cells are sorted too
+    g_pos = cells(pos, grid)
     cross = 2 * int(below[g_pos].sum())  # lower cells count in both (#x < v) and (#x <= v)
     has_pos = np.zeros(grid.n_cells, dtype=bool)
     has_pos[g_pos] = True
-    shared = np.sort(col[has_pos[g]])  # values in cells that hold a positive, sorted
-    shared_count = np.where(has_pos, count, 0)
-    shared_below = np.cumsum(shared_count)
-    shared_below -= shared_count  # shared values in lower cells (already counted in `cross`)
-    same = rank_sum_sorted(shared, np.sort(col[rows])) - 2 * int(shared_below[g_pos].sum())
-    return cross + same
+    shared = np.sort(col[has_pos[g]])  # (M,) values in cells that hold a positive, sorted
+    # index in `shared` where each positive's cell begins: shared values before it are in lower cells
+    first = np.searchsorted(cells(shared, grid), g_pos)
+    return cross + rank_sum_sorted(shared, pos) - 2 * int(first.sum())

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from dlstudy.metrics._validate import is_tensor, to_numpy
+from dlstudy.metrics._validate import check_labels, check_scores, is_tensor, to_numpy
 from dlstudy.metrics.classification import prf_from_confusion, top_k_accuracy_score
 from dlstudy.metrics.ranking import micro_auc, ovr_auc_per_class, _warn_undefined
 
@@ -112,7 +112,12 @@ class Evaluator:
 
 
 def compute_metrics(y_true: np.ndarray, y_score: np.ndarray, class_names: Sequence[str] | None = None) -> dict:
-    """The metrics.json dict from (N,) labels and (N, K) probabilities (validated by the caller)."""
+    """The metrics.json dict from (N,) labels 0..K-1 and (N, K) scores (any finite scores: ROC AUC ranks them
+    as given, e.g. an SVM's margins; predictions are their argmax)."""
+    y_score = to_numpy(check_scores(y_score, ndim=(2,)))
+    y_true = check_labels(y_true, "y_true", y_score.shape[1])
+    if y_true.shape[0] != y_score.shape[0]:
+        raise ValueError(f"y_true has {y_true.shape[0]} samples but y_score has {y_score.shape[0]} rows")
     n, k = y_score.shape
     names = list(class_names) if class_names is not None else [str(c) for c in range(k)]
     y_pred = y_score.argmax(axis=1)

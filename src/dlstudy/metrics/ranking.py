@@ -89,9 +89,9 @@ def _auc_from_rank_sum(rank_sum: int, n_pos: int, n_pool: int) -> float:
 def _roc_points(pool_sorted: np.ndarray, pos_sorted: np.ndarray, drop_intermediate: bool = True):
     """fpr, tpr, thresholds exactly as sklearn.metrics.roc_curve, from the sorted scores and sorted positives.
 
-    Works on per-threshold integer counts (no float cumsum, few (N,) temporaries): with a[i], t[i] the positives
-    and all samples at the i-th distinct score (decreasing), sklearn keeps point i iff the second difference of
-    fps or tps is non-zero, i.e. iff (a, t) changes between i and i + 1.
+    Works on integer counts per distinct score, in increasing order (contiguous arrays, few (N,) temporaries),
+    and reverses only the kept points. sklearn keeps point i (scores decreasing) iff the second difference of fps
+    or tps is non-zero there, i.e. iff (positives, samples) at score i differ from those at the next score.
     """
     n = pool_sorted.shape[0]
     is_start = np.empty(n, dtype=bool)
@@ -99,20 +99,24 @@ def _roc_points(pool_sorted: np.ndarray, pos_sorted: np.ndarray, drop_intermedia
     np.not_equal(pool_sorted[1:], pool_sorted[:-1], out=is_start[1:])
     starts = np.flatnonzero(is_start)  # (D,) first index of each distinct score, increasing
     values = pool_sorted[starts]
-    # each positive equals one distinct value; reverse to sklearn's decreasing order
-    pos_count = np.bincount(np.searchsorted(values, pos_sorted), minlength=values.shape[0])[::-1]
-    all_count = np.diff(starts, append=n)[::-1]
+    n_all = np.empty_like(starts)  # samples at each distinct score
+    np.subtract(starts[1:], starts[:-1], out=n_all[:-1])
+    n_all[-1] = n - starts[-1]
+    n_pos = np.bincount(np.searchsorted(values, pos_sorted), minlength=values.shape[0])  # each positive is a value
+    tps = np.cumsum(n_pos)
+    tps -= n_pos
+    np.subtract(pos_sorted.shape[0], tps, out=tps)  # positives scoring >= each score
     keep = slice(None)
     if drop_intermediate and values.shape[0] > 2:
         keep = np.empty(values.shape[0], dtype=bool)
         keep[0] = keep[-1] = True
-        np.not_equal(pos_count[2:], pos_count[1:-1], out=keep[1:-1])
-        keep[1:-1] |= all_count[2:] != all_count[1:-1]
-    tps = np.cumsum(pos_count)
-    fps = np.cumsum(all_count)
-    fps -= tps
-    return _normalise(_with_origin(fps[keep], 0.0), _with_origin(tps[keep], 0.0)) + \
-        (_with_origin(values[::-1][keep], np.inf),)
+        np.not_equal(n_pos[:-2], n_pos[1:-1], out=keep[1:-1])
+        keep[1:-1] |= n_all[:-2] != n_all[1:-1]
+    tps, starts, values = tps[keep], starts[keep], values[keep]
+    fps = n - starts
+    fps -= tps  # negatives scoring >= each kept score
+    fpr, tpr = _normalise(_with_origin(fps[::-1], 0.0), _with_origin(tps[::-1], 0.0))
+    return fpr, tpr, _with_origin(values[::-1], np.inf)
 
 
 def _with_origin(x: np.ndarray, first: float) -> np.ndarray:
@@ -324,6 +328,8 @@ def roc_auc_score(y_true: Any, y_score: Any, *, average: str | None = "macro", n
     if average == "micro":
         return micro_auc(y, s)
     aucs, counts = ovr_auc_per_class(y, s)
+    if class_names is None and classes is not None:
+        class_names = [str(c) for c in classes]
     _warn_undefined(aucs, counts, s.shape[0], class_names)
     if average is None:
         return aucs

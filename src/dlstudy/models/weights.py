@@ -131,6 +131,8 @@ def load_weights(model: nn.Module, spec, weights: str, in_channels: int) -> Weig
     else:
         path = _resolve_path(weights)
         state = _load_file(path)
+    if state and all(k.startswith("module.") for k in state):  # saved from a DDP-wrapped model
+        state = {k[len("module."):]: v for k, v in state.items()}
     if not any(k.startswith("backbone.") for k in state):
         state = _torchvision_to_classifier(state, spec)
     state = _adapt_stem(state, spec, in_channels)

@@ -52,7 +52,7 @@ BUDGETS: dict[str, dict] = {
         "overrides": {"train": {"epochs": 1, "max_steps_per_epoch": 4, "train_eval_subset": 64,
                                 "eval_batch_size": 256},
                       "data": {"max_train": 240, "max_eval": 120},
-                      "svm": {"max_iter": 50, "n_components": 200}},
+                      "svm": {"C": [1.0], "max_iter": 100, "n_components": 200}},
     },
 }
 

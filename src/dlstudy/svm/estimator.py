@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import warnings
@@ -29,6 +30,22 @@ MULTI_CLASS = ("ovr", "crammer_singer", "weston_watkins")
 LOSSES = ("squared_hinge", "hinge")
 KERNELS = ("linear", "rbf")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+SMALL_PROBLEM = 2e7  # N * D * K below which one CPU thread is faster (thread sync costs more than the work)
+
+
+@contextlib.contextmanager
+def _cpu_threads(n: int | None):
+    """Run the block with n torch CPU threads (None: unchanged), restoring the previous count after."""
+    before = torch.get_num_threads()
+    if n is not None and n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 class ConvergenceWarning(UserWarning):
@@ -64,8 +81,8 @@ class LinearSVM:
     Parameters: C (> 0, loss weight), multi_class ('ovr' | 'crammer_singer' | 'weston_watkins'), loss
     ('squared_hinge' | 'hinge', OvR only), fit_intercept (unregularised bias), class_weight (None | 'balanced' |
     {label: weight}, multiplies the loss of each sample of that class), tol (relative duality gap at which to stop),
-    max_iter (Newton iterations), random_state (RFF draw), device ('cpu' | 'cuda' | 'auto'), dtype ('float32' |
-    'float64'), batch_size (None: X on the device at once; else rows streamed in chunks of this size, for data larger
+    max_iter (Newton iterations), random_state (RFF draw), device ('cpu' | 'cuda' | 'auto'), dtype ('float64' |
+    'float32': faster, and precise enough for squared hinge; the smoothed losses want float64), batch_size (None: X on the device at once; else rows streamed in chunks of this size, for data larger
     than device memory), kernel ('linear' | 'rbf' via random Fourier features), gamma (None: 1 / (D * X.var())),
     n_components (number of random features for 'rbf').
 
@@ -75,7 +92,7 @@ class LinearSVM:
 
     def __init__(self, C: float = 1.0, multi_class: str = "ovr", loss: str = "squared_hinge",
                  fit_intercept: bool = True, class_weight=None, tol: float = 1e-3, max_iter: int = 1000,
-                 random_state: int | None = None, device: str = "cpu", dtype: str = "float32",
+                 random_state: int | None = None, device: str = "cpu", dtype: str = "float64",
                  batch_size: int | None = None, kernel: str = "linear", gamma: float | None = None,
                  n_components: int = 2000):
         self.C, self.multi_class, self.loss, self.fit_intercept = C, multi_class, loss, fit_intercept
@@ -181,7 +198,9 @@ class LinearSVM:
         prob = Problem(Design(F, device, self.batch_size), form.target(y_t, K, dtype), weight, form,
                        bool(self.fit_intercept))
         W0 = torch.zeros(F.shape[1], K, dtype=dtype, device=device)
-        res = newton_solve(prob, W0, torch.zeros(K, dtype=dtype, device=device), float(self.tol), int(self.max_iter))
+        with _cpu_threads(1 if device.type == "cpu" and F.numel() * K < SMALL_PROBLEM else None):
+            res = newton_solve(prob, W0, torch.zeros(K, dtype=dtype, device=device), float(self.tol),
+                               int(self.max_iter))
         self.coef_ = res.W.T.cpu().numpy().copy()  # (K, D')
         self.intercept_ = res.b.cpu().numpy().copy()  # (K,)
         self.n_iter_, self.objective_, self.dual_gap_ = res.n_iter, res.objective, res.dual_gap
@@ -209,6 +228,8 @@ class LinearSVM:
         return (F @ W.T + torch.from_numpy(self.intercept_).to(F.dtype)).numpy()
 
     def predict(self, X) -> np.ndarray:
+        """(N,) labels from classes_ with the highest decision score."""
+        self._check_fitted("predict")
         return self.classes_[self.decision_function(X).argmax(1)]
 
     def score(self, X, y) -> float:

