@@ -117,7 +117,7 @@ def compare(label: str, data, C: float, device: str) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes (MNIST 5,000 train; synthetic 10,000 x 512)")
+    parser.add_argument("--quick", action="store_true", help="small sizes (MNIST 5,000 train; synthetic 12,500 x 512, 10,000 of them train)")
     parser.add_argument("--n-train", type=int, default=None, help="subsample MNIST training images (default all)")
     parser.add_argument("--C", type=float, default=0.01, help="C of both models")
     parser.add_argument("--threads", type=int, default=1,
@@ -129,24 +129,27 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    rows: list[dict] = []
+    print(f"torch threads {torch.get_num_threads()}, cpu count {os.cpu_count()}; C={args.C}, OvR squared hinge")
+    print(f"{'data':24s} {'model':22s} {'fit s':>8s} {'test acc':>9s} {'peak mem / X':>13s} {'speedup':>8s}",
+          flush=True)
     if not args.skip_mnist:
         data = mnist(args.n_train or (5000 if args.quick else None))
         if data is None:
             print(f"MNIST not found at {SHARED_MNIST}: skipping the MNIST rows")
         for device in devices if data is not None else []:
-            rows += compare("MNIST raw", data, args.C, device)
+            print_rows(compare("MNIST raw", data, args.C, device))
     if not args.skip_synthetic:
         data = synthetic(*((12500, 512) if args.quick else (50000, 2048)))
         for device in devices:
-            rows += compare("synthetic", data, args.C, device)
-    print(f"torch threads {torch.get_num_threads()}, cpu count {os.cpu_count()}; C={args.C}, OvR squared hinge")
-    print(f"{'data':24s} {'model':22s} {'fit s':>8s} {'test acc':>9s} {'peak mem / X':>13s} {'speedup':>8s}")
+            print_rows(compare("synthetic", data, args.C, device))
+
+
+def print_rows(rows: list[dict]) -> None:
     for r in rows:
         speed = f"{r['speedup']:.1f}x" if "speedup" in r else ""
         warn = "  (ConvergenceWarning)" if r["warned"] else ""
-        print(f"{r['data']:24s} {r['model']:22s} {r['fit_s']:8.2f} {r['acc']:9.4f} {r['mem_x']:13.2f} {speed:>8s}{warn}")
-
+        print(f"{r['data']:24s} {r['model']:22s} {r['fit_s']:8.2f} {r['acc']:9.4f} {r['mem_x']:13.2f} {speed:>8s}{warn}",
+              flush=True)
 
 if __name__ == "__main__":
     main()

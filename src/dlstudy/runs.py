@@ -203,12 +203,17 @@ class RunDir:
     def save_figure(self, fig, name: str) -> Path:
         return save_figure(fig, self.figures / f"{name}.png")
 
-    def finish(self) -> None:
+    def finish(self, report: bool = True) -> None:
+        """Stamp the end time, write DONE, then render report.md/.html (derived: `dlstudy report` can rebuild it)."""
         env_path = self.path / "env.json"
         env = read_json(env_path) if env_path.exists() else {}
         env["end_time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         atomic_write_json(env_path, env)
         atomic_write_text(self.path / DONE_MARKER, env["end_time"] + "\n")
+        if report:
+            from dlstudy.report import write_run_report  # late import: the report package builds on this module
+
+            write_run_report(self.path)
 
     @property
     def is_done(self) -> bool:

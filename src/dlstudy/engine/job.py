@@ -246,7 +246,10 @@ class Session:
                         for i, (v, t) in enumerate(zip(stats["step_losses"], stats["step_times"]))]
         st["elapsed_s"] += stats["time_s"]
         st["history"].append(self._history_row(epoch, frozen, stats, val, tr))
-        improved = val["accuracy"] > st["best_val_acc"]
+        # A triplet-only objective never trains the head, so the head's val accuracy cannot pick the best epoch:
+        # the last epoch's weights are kept instead.
+        head_trained = self.cfg.loss.name != "triplet"
+        improved = val["accuracy"] > st["best_val_acc"] if head_trained else True
         if improved:
             st["best_val_acc"], st["best_epoch"] = val["accuracy"], epoch
             self.best_model = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
@@ -301,6 +304,9 @@ class Session:
                    "epochs": len(st["history"]), "train_time_s": st["elapsed_s"],
                    "images_per_s": images / st["elapsed_s"] if st["elapsed_s"] > 0 else None,
                    "world_size": self.info.world_size, "classifier": self.cfg.eval.classifier}
+        for key in ("retrieval", "collapse"):  # embedding classifiers add these; the losses study reports them
+            if key in after:
+                metrics[key] = after[key]
         report = getattr(self.model, "weights_report", None)
         if report is not None:
             metrics["weights"] = {"source": report.source, "loaded": len(report.loaded),
@@ -331,17 +337,9 @@ def run_train_job(cfg: RunConfig, run_dir: RunDir, resume: bool = False) -> dict
         session = Session(cfg, info, device)
         metrics = session.fit(run_dir, resume=resume)
         if info.is_main:
-            _write_report(run_dir)
             run_dir.finish()
         barrier(info)
         return metrics
     finally:
         shutdown_distributed()
 
-
-def _write_report(run_dir: RunDir) -> None:
-    try:
-        from dlstudy.report import write_run_report
-    except ImportError:
-        return
-    write_run_report(run_dir.path)

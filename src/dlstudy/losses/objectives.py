@@ -68,25 +68,25 @@ class Objective(nn.Module):
 
     def forward(self, outputs: dict, labels: torch.Tensor) -> dict:
         logits = outputs["logits"]
-        total = logits.new_zeros(())
+        total = None  # the weighted sum; no zero tensor or x1.0 product on the plain-CE hot path (batch-1 SGD)
         value = (lambda t: float(t.detach())) if self.float_components else (lambda t: t.detach())
         out = {"ce": 0.0, "triplet": 0.0, "center": 0.0, "active_triplets": 0.0, "num_triplets": 0.0}
         if "ce" in self.components:
             ce = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
-            total = total + self.ce_weight * ce
+            total = _accumulate(total, self.ce_weight, ce)
             out["ce"] = value(ce)
         if self.triplet is not None:
             emb = outputs.get("embedding")
             emb = outputs["features"] if emb is None else emb  # (B, E) or (B, F)
             # Float32 for the distance matrix: bf16 Gram-matrix distances are too coarse for margin 0.2.
             trip, stats = self.triplet(emb.float(), labels)
-            total = total + self.triplet_weight * trip
+            total = _accumulate(total, self.triplet_weight, trip)
             out["triplet"] = value(trip)
             out["active_triplets"] = stats["active_fraction"]
             out["num_triplets"] = stats["num_triplets"]
         if self.center is not None:
             cen = self.center(outputs["features"], labels)
-            total = total + self.center_weight * cen
+            total = _accumulate(total, self.center_weight, cen)
             out["center"] = value(cen)
         out["loss"] = total
         return out
@@ -99,6 +99,11 @@ class Objective(nn.Module):
     def extra_repr(self) -> str:
         return (f"name={self.name!r}, ce_weight={self.ce_weight}, triplet_weight={self.triplet_weight}, "
                 f"center_weight={self.center_weight}, label_smoothing={self.label_smoothing}")
+
+
+def _accumulate(total: torch.Tensor | None, weight: float, term: torch.Tensor) -> torch.Tensor:
+    term = term if weight == 1.0 else weight * term
+    return term if total is None else total + term
 
 
 def _validate(cfg: LossConfig) -> None:

@@ -209,8 +209,7 @@ def run_one(task: RunTask, job: Any = None, search_only: bool = False) -> TaskRe
         if task.path.is_dir() and not resume:
             shutil.rmtree(task.path)  # stale files of another config must not mix into this run's folder
         (task.path / "error.txt").unlink(missing_ok=True)
-        metrics = run_job(cfg, RunDir(task.path), resume=resume)
-        _write_run_report(task.path)
+        metrics = run_job(cfg, RunDir(task.path), resume=resume)  # the job's RunDir.finish() writes its report
         return TaskResult(task.arm, task.seed, task.path, True, time.time() - start, metrics=metrics)
     except Exception as exc:  # noqa: BLE001 - one failed arm must not stop the study
         text = traceback.format_exc()
@@ -220,13 +219,6 @@ def run_one(task: RunTask, job: Any = None, search_only: bool = False) -> TaskRe
             pass
         message = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
         return TaskResult(task.arm, task.seed, task.path, False, time.time() - start, error=message)
-
-
-def _write_run_report(path: Path) -> None:
-    """(Re)write the run's report from its folder: a job's own report may predate its DONE marker."""
-    from dlstudy.report import write_run_report
-
-    write_run_report(path)
 
 
 def apply_lr_search(cfg: RunConfig, search_dir: Path) -> RunConfig:

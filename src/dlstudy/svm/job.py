@@ -119,18 +119,9 @@ def run_svm_job(cfg: RunConfig, run_dir: RunDir, resume: bool = False) -> dict:
     }
     run_dir.write_metrics(metrics)
     _figures(run_dir, metrics, y["test"], scores, list(splits.class_names))
-    _write_report(run_dir)
     run_dir.finish()
     return metrics
 
-
-def _write_report(run_dir: RunDir) -> None:
-    try:
-        from dlstudy.report import write_run_report
-    except ImportError:
-        log.info("svm: dlstudy.report not available; no report written")
-        return
-    write_run_report(run_dir.path)
 
 
 __all__ = ["run_svm_job", "build_features", "select_C", "make_svm"]
