@@ -29,17 +29,15 @@ COMMANDS: dict[str, Command] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dlstudy", description=__doc__.split(":", 1)[1].strip() if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="dlstudy",
+        description="Controlled image-classification studies (SVM, fine-tuning, losses, optimizers) judged by "
+                    "from-scratch metrics. `dlstudy COMMAND --help` for each command.")
     parser.add_argument("--version", action="version", version=f"dlstudy {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, command in COMMANDS.items():
-        try:
-            module = importlib.import_module(command.module)
-        except ModuleNotFoundError as exc:
-            if exc.name != command.module:
-                raise
-            continue  # a command still being built is simply not offered
+        module = importlib.import_module(command.module)  # command modules import heavy libraries lazily
         sp = sub.add_parser(name, help=command.help, description=command.help,
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         module.add_arguments(sp)
