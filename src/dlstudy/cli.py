@@ -28,6 +28,17 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Appends "(default: X)" only where a default is set and the help text does not already say it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("default" not in text and action.default not in (None, False, [], argparse.SUPPRESS)
+                and action.option_strings):
+            text += " (default: %(default)s)"
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dlstudy",
@@ -39,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, command in COMMANDS.items():
         module = importlib.import_module(command.module)  # command modules import heavy libraries lazily
         sp = sub.add_parser(name, help=command.help, description=command.help,
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                            formatter_class=_HelpFormatter)
         module.add_arguments(sp)
         sp.set_defaults(_run=module.run)
     return parser

@@ -15,6 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs", help="parent folder; the study writes OUT/<study name>/")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a run-config key in every arm, e.g. --set train.epochs=1 (repeatable)")
+    parser.add_argument("--data-root", default=None,
+                        help="folder holding the datasets (sets data.root in every arm; same as $DLSTUDY_DATA)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time, each in its own process "
                         "(the CPU threads are split between them)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds to run instead of the study's")
@@ -26,8 +28,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.jobs < 1:
         raise ConfigError(f"--jobs: expected a positive number of processes, got {args.jobs}")
-    study_dir, results = run_study(args.study, args.out, parse_overrides(args.overrides), jobs=args.jobs,
-                                   seeds=args.seeds)
+    overrides = parse_overrides(args.overrides)
+    if args.data_root is not None:
+        overrides.setdefault("data", {})["root"] = args.data_root
+    study_dir, results = run_study(args.study, args.out, overrides, jobs=args.jobs, seeds=args.seeds)
     failed = [r for r in results if not r.ok]
     print(study_dir / "report.md")
     print(study_dir / "report.html")

@@ -4,10 +4,9 @@
     OUT/reproduce.json           which studies, mode, budget, data root, timings (what `dlstudy report OUT` needs)
     OUT/report.md, report.html   Q1 SVM, Q1 bonus fine-tuning, Q2 losses, Q3 optimizers
 
-Study files: the repository's `studies/<name>.yaml` (full budgets, real data) and `studies/<name>-quick.yaml`
-(CPU minutes on the embedded digits data). They are found through `study_file()`: first the package folder
-`dlstudy/studies/files/` (where an installed wheel carries copies), then the source checkout's `studies/`
-resolved relative to this file (an editable install, what `make demo` makes).
+Study files live in the package, `dlstudy/studies/files/<name>.yaml` (full budgets, real data) and
+`<name>-quick.yaml` (CPU minutes on the embedded digits data), so an installed wheel carries them; the repository's
+top-level `studies/` is a link to that folder. `study_file()` finds them.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from dlstudy.runs import atomic_write_json, environment_info, resolve_device
 log = logging.getLogger(__name__)
 
 PACKAGE_STUDIES = Path(__file__).resolve().parent / "files"
-CHECKOUT_STUDIES = Path(__file__).resolve().parents[3] / "studies"  # src/dlstudy/studies/reproduce.py -> repo
+CHECKOUT_STUDIES = Path(__file__).resolve().parents[3] / "studies"  # the checkout's link, if the package moved
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,7 @@ BUDGETS: dict[str, dict] = {
 
 
 def study_file(name: str, quick: bool) -> Path:
-    """The study file `<name>[-quick].yaml`: the package copy if present, else the source checkout's."""
+    """The study file `<name>[-quick].yaml`: the package's copy, else the source checkout's `studies/`."""
     filename = f"{name}-quick.yaml" if quick else f"{name}.yaml"
     searched = [PACKAGE_STUDIES / filename, CHECKOUT_STUDIES / filename]
     for path in searched:
