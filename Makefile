@@ -41,8 +41,14 @@ $(VENV)/.dlstudy-bench-installed: pyproject.toml $(VENV)/.torch-installed
 	$(BIN)/pip install --disable-pip-version-check -q -e ".[test,bench]"
 	@touch $@
 
+# Each prints a table of ours vs the peer, measured in one run. Minutes in all; see README for the full sizes.
 bench: $(VENV)/.dlstudy-bench-installed
-	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done
+	$(BIN)/python benchmarks/bench_metrics.py --quick
+	$(BIN)/python benchmarks/bench_svm.py --quick
+	$(BIN)/python benchmarks/bench_data.py
+	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_optim_step.py
+	$(BIN)/python benchmarks/bench_losses.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -37,3 +37,19 @@ def test_console_script_runs_as_module():
 
 def test_no_command_prints_help_and_fails(capsys):
     assert main([]) == 2
+
+
+def test_missing_dataset_is_one_error_and_leaves_no_run_folder(tmp_path, capsys):
+    out = tmp_path / "runs"
+    code = main(["svm", "--data", "mnist", "--data-root", str(tmp_path / "nowhere"), "--out", str(out)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "dataset 'mnist' not found" in err and str(tmp_path / "nowhere") in err
+    assert "Traceback" not in err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_unknown_config_key_lists_valid_keys(capsys):
+    assert main(["train", "--set", "train.epoch=3"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key(s) ['epoch']" in err and "'epochs'" in err

@@ -92,3 +92,53 @@ def test_resolve_device_rejects_missing_cuda():
         assert resolve_device("auto") == "cpu"
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def _fake_job_module(monkeypatch, func):
+    import sys
+    import types
+
+    from dlstudy import jobs
+
+    module = types.ModuleType("fake_dlstudy_jobs")
+    module.job = func
+    monkeypatch.setitem(sys.modules, "fake_dlstudy_jobs", module)
+    monkeypatch.setitem(jobs.JOBS, "fake", jobs.Job("fake_dlstudy_jobs:job", "a job for tests"))
+
+
+def test_failed_job_without_results_leaves_no_folder(tmp_path, monkeypatch):
+    from dlstudy.jobs import run_job
+
+    def job(cfg, run_dir, resume=False):
+        run_dir.start(cfg, "cpu")
+        raise ValueError("bad input")
+
+    _fake_job_module(monkeypatch, job)
+    run = RunDir(tmp_path / "r")
+    with pytest.raises(ValueError, match="bad input"):
+        run_job(build_run_config({"task": "fake"}), run)
+    assert not run.path.exists()
+
+
+def test_failed_job_keeps_checkpoint_and_writes_error(tmp_path, monkeypatch):
+    from dlstudy.jobs import run_job
+
+    def job(cfg, run_dir, resume=False):
+        run_dir.start(cfg, "cpu")
+        atomic_write_text(run_dir.path / "checkpoints" / "last.pt", "checkpoint")
+        raise RuntimeError("diverged at epoch 2")
+
+    _fake_job_module(monkeypatch, job)
+    run = RunDir(tmp_path / "r")
+    with pytest.raises(RuntimeError):
+        run_job(build_run_config({"task": "fake"}), run)
+    assert (run.path / "checkpoints" / "last.pt").read_text() == "checkpoint"
+    assert "diverged at epoch 2" in (run.path / "error.txt").read_text()
+    assert not run.is_done
+
+
+def test_unknown_task_lists_valid_ones(tmp_path):
+    from dlstudy.jobs import run_job
+
+    with pytest.raises(ValueError, match=r"valid tasks are \['svm', 'train'\]"):
+        run_job(build_run_config({"task": "nope"}), RunDir(tmp_path / "r"))

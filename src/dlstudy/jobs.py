@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import importlib
+import os
+import shutil
+import traceback
 from dataclasses import dataclass
 
 from dlstudy.config import RunConfig
 from dlstudy.errors import ConfigError
-from dlstudy.runs import RunDir
+from dlstudy.runs import RunDir, atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -23,9 +26,28 @@ JOBS: dict[str, Job] = {
 
 
 def run_job(cfg: RunConfig, run_dir: RunDir, resume: bool = False) -> dict:
-    """Run `cfg` into `run_dir` and return its metrics dict."""
+    """Run `cfg` into `run_dir` and return its metrics dict.
+
+    On failure, a folder this call created that holds no result yet (no metrics.json, no checkpoint) is removed, so
+    bad input leaves nothing behind; otherwise the folder keeps what it had (the last good checkpoint, for
+    `--resume`) plus `error.txt` with the traceback.
+    """
     if cfg.task not in JOBS:
         raise ConfigError(f"task: unknown task {cfg.task!r}; valid tasks are {sorted(JOBS)}")
     module_name, func_name = JOBS[cfg.task].target.split(":")
     func = getattr(importlib.import_module(module_name), func_name)
-    return func(cfg, run_dir, resume=resume)
+    fresh = not run_dir.path.exists()
+    try:
+        return func(cfg, run_dir, resume=resume)
+    except BaseException:
+        if os.environ.get("RANK", "0") == "0" and run_dir.path.is_dir():  # one writer under torchrun
+            _clean_up_failed_run(run_dir, fresh, traceback.format_exc())
+        raise
+
+
+def _clean_up_failed_run(run_dir: RunDir, fresh: bool, text: str) -> None:
+    has_results = run_dir.file("metrics.json").exists() or (run_dir.path / "checkpoints").exists()
+    if fresh and not has_results:
+        shutil.rmtree(run_dir.path, ignore_errors=True)
+    else:
+        atomic_write_text(run_dir.file("error.txt"), text)

@@ -30,12 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dlstudy.jobs import run_job
     from dlstudy.runs import new_run_dir
-    from dlstudy.svm.job import run_svm_job
 
     cfg = resolve_config(args, "svm", SVM_FLAGS)
     run_dir = new_run_dir(args.out, cfg)
-    metrics = run_svm_job(cfg, run_dir)
+    metrics = run_job(cfg, run_dir)
     svm = metrics["svm"]
     print(f"run folder: {run_dir.path}")
     print(f"test accuracy: {metrics['accuracy']:.4f}  (C={svm['C']:g}, {svm['multi_class']}, {svm['features']}, "

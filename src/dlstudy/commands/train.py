@@ -48,7 +48,7 @@ def _resume_config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from dlstudy.engine.distributed import broadcast_object, init_distributed
-    from dlstudy.engine.job import run_train_job
+    from dlstudy.jobs import run_job
     from dlstudy.runs import RunDir, new_run_dir, resolve_device
 
     if args.resume:
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     info, _ = init_distributed(resolve_device(cfg.device))
     if run_path is None:  # rank 0 picks the (possibly numbered) folder name; the other ranks use the same one
         run_path = broadcast_object(str(new_run_dir(args.out, cfg).path) if info.is_main else None, info)
-    metrics = run_train_job(cfg, RunDir(Path(run_path)), resume=bool(args.resume))
+    metrics = run_job(cfg, RunDir(Path(run_path)), resume=bool(args.resume))
     if info.is_main:
         before = metrics["before"]["accuracy"] if metrics.get("before") else float("nan")
         print(f"{run_path}: test accuracy {before:.4f} before -> {metrics['accuracy']:.4f} after "
