@@ -111,6 +111,7 @@ def engine_stepper(model, use_batches: bool = False, plain_objective: bool = Fal
 
     objective = PlainCE() if plain_objective else build_objective(LossConfig(name="ce"), num_classes=10,
                                                                   feature_dim=model.feature_dim)
+    objective.float_components = False  # as the engine's Session sets it: the loop reads only "loss"
     opt = build_optimizer(model.parameters(), OptimConfig(name="sgd", lr=LR))
     sched = build_scheduler(opt, TrainConfig(epochs=1, schedule="constant"), 10**7)
 

@@ -208,6 +208,7 @@ def test_standard_preset_is_a_bounded_reproducible_resized_crop():
     split = toy_split(n=16, h=16, w=16)
     run = lambda: next(iter(batches(split, 16, shuffle=True, seed=2, augment="standard")))  # noqa: E731
     (x1, y1), (x2, y2) = run(), run()
+    assert torch.equal(y1, y2)
     assert torch.equal(x1, x2) and x1.shape == (16, 3, 16, 16) and x1.dtype == torch.float32
     assert x1.min() >= 0 and x1.max() <= 1 + 1e-6  # bilinear stays in the convex hull of the pixels
     full = random_resized_crop(torch.ones(4, 1, 8, 8), (1.0, 1.0), torch.Generator().manual_seed(0))

@@ -43,7 +43,6 @@ def test_mnist_real_counts_and_cache(shared_data, cache):
     assert all(abs(v - c / 10) < 1 for v, c in zip(val_counts, MNIST_TRAIN_COUNTS))  # stratified to within one
 
 
-@pytest.mark.slow
 def test_cifar10_real_jpg_tar(shared_data, cache):
     splits = load_dataset(whole("cifar10", shared_data, cache))
     assert splits.source.endswith("cifar10-train-jpg.tar.gz") and splits.image_shape == (3, 32, 32)
@@ -54,7 +53,6 @@ def test_cifar10_real_jpg_tar(shared_data, cache):
     assert torch.bincount(held_out.test.labels).tolist() == [1000] * 10  # test_fraction 0.2 held out, stratified
 
 
-@pytest.mark.slow
 def test_tiny_imagenet_real_zip(shared_data, cache):
     splits = load_dataset(whole("tiny-imagenet", shared_data, cache))
     assert splits.num_classes == 200 and splits.image_shape == (3, 64, 64)

@@ -187,6 +187,18 @@ class StepSchedule(LRScheduler):
         f = self.factor(self.last_epoch)  # last_epoch counts optimizer steps here, not epochs
         return [base_lr * f for base_lr in self.base_lrs]
 
+    def step(self, epoch: None = None) -> None:
+        """Advance one optimizer step. Lean on purpose: batch-1 SGD calls it 60,000 times an MNIST epoch, and
+        LRScheduler.step's bookkeeping (deprecation and call-order checks) costs about as much as a tiny model's step."""
+        if epoch is not None:
+            raise TypeError("StepSchedule.step() takes no epoch: it counts optimizer steps")
+        self._step_count = getattr(self, "_step_count", 0) + 1
+        self.last_epoch += 1
+        lrs = self.get_lr()
+        for group, lr in zip(self.optimizer.param_groups, lrs):
+            group["lr"] = lr
+        self._last_lr = lrs
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the step counter and put the saved lrs back into the optimizer's groups.
 

@@ -84,6 +84,7 @@ class Session:
         self._check_batchnorm()
         self.objective = build_objective(cfg.loss, self.data.num_classes, self.model.feature_dim,
                                          cfg.model.embedding_dim, cfg.train.label_smoothing).to(device)
+        self.objective.float_components = False  # the loop reads only "loss": no host sync per component per step
         torch.manual_seed(cfg.seed + info.rank)  # same init on every rank, different dropout masks per rank
         self._build_optimizer()
         self.train_eval = train_subset(self.data.train, cfg.train.train_eval_subset, cfg.seed)
@@ -232,7 +233,7 @@ class Session:
                 epoch=epoch, scheduler=self.scheduler, scaler=self.scaler, amp_dtype=self.amp_dtype,
                 grad_clip=cfg.train.grad_clip, channels_last=cfg.train.channels_last,
                 max_steps=cfg.train.max_steps_per_epoch, total=self.steps_per_epoch,
-                check_every=25 if self.device.startswith("cuda") else 1, info=self.info)
+                info=self.info)
         except TrainingDiverged as exc:
             kept = ckpt_dir / "last.pt"
             raise TrainingDiverged(f"{exc}; the last good checkpoint is kept: "

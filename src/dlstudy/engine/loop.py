@@ -23,6 +23,9 @@ from dlstudy.errors import TrainingDiverged
 from dlstudy.progress import progress
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Steps between NaN/inf checks of the loss: each check is a host sync (and an all-reduce under DDP); a divergence
+# is still reported at its exact step, at most this many steps later.
+CHECK_EVERY = 16
 
 
 def autocast(device: str | torch.device, amp_dtype: torch.dtype | None):
@@ -44,6 +47,11 @@ def _check_finite(pending: list[torch.Tensor], first_step: int, epoch: int, info
         value = values[bad] if not math.isfinite(values[bad]) else "non-finite on another rank"
         raise TrainingDiverged(f"training loss became {value} at epoch {epoch}, step {first_step + bad}")
     return values
+
+
+def _count_correct(logits: list[torch.Tensor], labels: list[torch.Tensor]) -> int:
+    """Correct top-1 predictions in a list of (B, K) logits and (B,) labels, in one batched op."""
+    return int((torch.cat(logits).argmax(1) == torch.cat(labels)).sum())
 
 
 def _backward_step(model: nn.Module, loss: torch.Tensor, optimizer, scaler, grad_clip: float | None) -> None:
@@ -68,20 +76,22 @@ def train_one_epoch(model: nn.Module, objective: nn.Module, optimizer: torch.opt
                     epoch: int = 1, scheduler=None, scaler: torch.amp.GradScaler | None = None,
                     amp_dtype: torch.dtype | None = None, grad_clip: float | None = None,
                     channels_last: bool = False, max_steps: int | None = None, total: int | None = None,
-                    check_every: int = 1, info: DistInfo = DistInfo()) -> dict:
+                    check_every: int = CHECK_EVERY, info: DistInfo = DistInfo()) -> dict:
     """One pass of `batches` (images (B, C, H, W) float, labels (B,)); returns loss, accuracy and per-step logs.
 
     Returns {"loss", "acc", "n", "time_s", "images_per_s", "step_losses": [...], "step_times": [s since start]}.
-    The loss is checked every `check_every` steps (1 on CPU; larger on CUDA to avoid a sync per step); a NaN/inf
+    The loss is checked every `check_every` steps (each check is a host sync, so not every step); a NaN/inf
     loss raises TrainingDiverged naming the epoch and step (1-based).
     """
     model.train()
     objective.train()
     start = time.perf_counter()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    n_seen, pending, step_losses, step_times = 0, [], [], []
+    # Per-step values stay on the device until a check (losses, detached logits and labels; batch sizes as ints),
+    # then are reduced in a few batched ops. Batch-1 SGD runs 60,000 steps an epoch, so each per-step op shows.
+    pending, pending_logits, pending_labels, batch_sizes, step_losses, step_times = [], [], [], [], [], []
+    correct_total = 0
     bar = progress(batches, desc=f"epoch {epoch}", total=total)
+    show = not bar.disable
     for step, (images, labels) in enumerate(bar, start=1):
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -93,21 +103,24 @@ def train_one_epoch(model: nn.Module, objective: nn.Module, optimizer: torch.opt
         if scheduler is not None:
             scheduler.step()
         objective.after_step()
-        loss = loss.detach()
-        pending.append(loss)
-        loss_sum += loss.double() * labels.shape[0]
-        correct += (outputs["logits"].detach().argmax(1) == labels).sum()
-        n_seen += labels.shape[0]
+        pending.append(loss.detach())
+        pending_logits.append(outputs["logits"].detach())  # (B, K)
+        pending_labels.append(labels)
+        batch_sizes.append(labels.shape[0])
         step_times.append(time.perf_counter() - start)
         if len(pending) >= check_every:
             step_losses += _check_finite(pending, step - len(pending) + 1, epoch, info, device)
-            pending = []
-            bar.set_postfix(loss=f"{step_losses[-1]:.4f}", img_s=f"{n_seen / step_times[-1]:.0f}")
+            correct_total += _count_correct(pending_logits, pending_labels)
+            pending, pending_logits, pending_labels = [], [], []
+            if show:
+                bar.set_postfix(loss=f"{step_losses[-1]:.4f}", img_s=f"{sum(batch_sizes) / step_times[-1]:.0f}")
         if max_steps is not None and step >= max_steps:
             break
     if pending:
         step_losses += _check_finite(pending, len(step_losses) + 1, epoch, info, device)
-    loss_total, correct_total, n_total = all_reduce_sum([loss_sum.item(), float(correct.item()), n_seen], info,
+        correct_total += _count_correct(pending_logits, pending_labels)
+    loss_sum = math.fsum(v * b for v, b in zip(step_losses, batch_sizes))  # mean loss weighted by batch size
+    loss_total, correct_total, n_total = all_reduce_sum([loss_sum, float(correct_total), sum(batch_sizes)], info,
                                                         device)
     elapsed = time.perf_counter() - start
     return {"loss": loss_total / max(n_total, 1), "acc": correct_total / max(n_total, 1), "n": int(n_total),

@@ -188,7 +188,8 @@ def _read_steps(run: ArmRun) -> list[dict]:
 def _plot_band(ax, x, mean, std, label: str, color, log_y: bool = False) -> None:
     """Mean line and a ±1 std band; on log axes the lower edge is clipped at LOG_BAND_FLOOR * mean."""
     ok = np.isfinite(x) & np.isfinite(mean)
-    ax.plot(x[ok], mean[ok], label=label, color=color, lw=1.6)
+    marker = "o" if ok.sum() <= 12 else None  # a 1-epoch run is a single point: without a marker it is invisible
+    ax.plot(x[ok], mean[ok], label=label, color=color, lw=1.6, marker=marker, ms=4)
     band = ok & np.isfinite(std)
     lower = np.maximum(mean - std, LOG_BAND_FLOOR * mean) if log_y else mean - std
     ax.fill_between(x[band], lower[band], (mean + std)[band], color=color, alpha=0.2, lw=0)
