@@ -309,3 +309,28 @@ def test_select_learning_rate_ties_and_errors():
         select_learning_rate(cfg, [0.1], lambda c: {"accuracy": 0.9})
     with pytest.raises(TrainingDiverged, match="every learning rate"):
         select_learning_rate(cfg, [0.1], lambda c: {"val_accuracy": float("nan")})
+
+
+def test_resume_with_more_epochs_stretches_the_schedule_instead_of_keeping_the_old_one():
+    from dlstudy.config import OptimConfig, TrainConfig
+    from dlstudy.optim import build_optimizer, build_scheduler
+
+    def make(epochs):
+        opt = build_optimizer([torch.nn.Parameter(torch.zeros(1))], OptimConfig(name="sgd", lr=0.1))
+        return opt, build_scheduler(opt, TrainConfig(epochs=epochs, schedule="cosine"), steps_per_epoch=5)
+
+    opt, sched = make(2)
+    for _ in range(5):
+        opt.step()
+        sched.step()
+    state = sched.state_dict()
+    same_opt, same = make(2)
+    same.load_state_dict(state)
+    assert same_opt.param_groups[0]["lr"] == pytest.approx(opt.param_groups[0]["lr"])  # unchanged: exact resume
+    longer_opt, longer = make(4)
+    longer.load_state_dict(state)
+    assert longer.total_steps == 20 and longer.last_epoch == 5
+    assert longer_opt.param_groups[0]["lr"] == pytest.approx(0.1 * longer.factor(5))
+    for _ in range(14):
+        longer.step()
+    assert longer_opt.param_groups[0]["lr"] > 0  # the extra epochs still train

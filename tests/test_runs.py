@@ -142,3 +142,22 @@ def test_unknown_task_lists_valid_ones(tmp_path):
 
     with pytest.raises(ValueError, match=r"valid tasks are \['svm', 'train'\]"):
         run_job(build_run_config({"task": "nope"}), RunDir(tmp_path / "r"))
+
+
+def test_exponent_floats_without_a_dot_are_numbers():
+    from dlstudy.config import parse_overrides
+
+    cfg = build_run_config(parse_overrides(["optim.lr=1e-4", "svm.C=[1e-3, 1E2]"]))
+    assert cfg.optim.lr == 1e-4 and cfg.svm.C == [1e-3, 100.0]
+    with pytest.raises(ValueError, match="optim.lr: expected float"):
+        build_run_config(parse_overrides(["optim.lr=fast"]))
+
+
+def test_run_files_are_readable_by_others(tmp_path):
+    import os
+    import stat
+
+    path = atomic_write_text(tmp_path / "report.md", "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask

@@ -130,17 +130,39 @@ def test_study_summary_table(tmp_path):
     from dlstudy.studies.records import ArmRun
     from dlstudy.studies.svm_kind import COLUMNS, summarize
 
-    def run(arm, seed, acc, mc):
+    def run(arm, seed, acc, mc, val_acc):
         return ArmRun(arm, seed, tmp_path / arm / f"seed-{seed}", {"svm": {"features": "raw"}},
                       {"accuracy": acc, "precision_macro": acc, "recall_macro": acc, "f1_macro": acc,
                        "roc_auc_macro": 0.99, "svm": {"C": 0.1, "features": "raw", "multi_class": mc,
-                                                      "kernel": "linear"}})
+                                                      "kernel": "linear", "val_accuracy": val_acc}})
 
-    runs = [run("ovr", 0, 0.90, "ovr"), run("ovr", 1, 0.92, "ovr"), run("cs", 0, 0.95, "crammer_singer")]
+    # cs has the higher test accuracy but ovr the higher validation accuracy: the named arm is chosen on val
+    runs = [run("ovr", 0, 0.90, "ovr", 0.97), run("ovr", 1, 0.92, "ovr", 0.96),
+            run("cs", 0, 0.95, "crammer_singer", 0.93)]
     study = StudyConfig(name="svm-test", kind="svm", reference={"accuracy": 0.697})
     blocks, rows = summarize(tmp_path, study, runs)
     table = blocks[0]
     assert table.columns == COLUMNS
     assert table.rows[0][:4] == ["ovr", "raw", "ovr", "0.1"] and table.rows[0][4] == "0.910 ± 0.014"
     assert [r["arm"] for r in rows] == ["ovr", "cs"] and rows[0]["accuracy_mean"] == pytest.approx(0.91)
-    assert "0.697" in blocks[1].text and "cs" in blocks[1].text
+    assert "0.697" in blocks[1].text and "validation accuracy: ovr, test accuracy 0.910" in blocks[1].text
+
+
+def test_classes_missing_from_train_are_never_predicted_and_val_zero_works(tmp_path):
+    import numpy as np
+
+    from dlstudy.config import build_run_config
+    from dlstudy.jobs import run_job
+    from dlstudy.runs import RunDir
+
+    cfg = build_run_config({"task": "svm", "data": {"name": "digits", "max_train": 5, "cache": False}})
+    metrics = run_job(cfg, RunDir(tmp_path / "few"))
+    cm = np.asarray(metrics["confusion_matrix"])
+    trained = cm.sum(0) > 0  # predicted columns
+    assert trained.sum() <= 5 and metrics["n_samples"] == cm.sum()
+    no_val = build_run_config({"task": "svm", "data": {"name": "digits", "val_fraction": 0.0, "cache": False}})
+    assert run_job(no_val, RunDir(tmp_path / "noval"))["accuracy"] > 0.9
+    with pytest.raises(ValueError, match="need a validation split"):
+        run_job(build_run_config({"task": "svm", "svm": {"C": [0.1, 1.0]},
+                                  "data": {"name": "digits", "val_fraction": 0.0, "cache": False}}),
+                RunDir(tmp_path / "noval-grid"))

@@ -7,6 +7,7 @@ The schema below is the single source of truth for every job (SVM, training, los
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -165,6 +166,9 @@ class StudyConfig:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+_FLOAT_STRING = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
 def _type_name(tp: Any) -> str:
     if tp is type(None):
         return "null"
@@ -216,6 +220,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected int, got {value!r} ({type(value).__name__})")
         return value
     if tp is float:
+        if isinstance(value, str) and _FLOAT_STRING.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string; users mean the number
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected float, got {value!r} ({type(value).__name__})")
         return float(value)

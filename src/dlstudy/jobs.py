@@ -28,7 +28,7 @@ JOBS: dict[str, Job] = {
 def run_job(cfg: RunConfig, run_dir: RunDir, resume: bool = False) -> dict:
     """Run `cfg` into `run_dir` and return its metrics dict.
 
-    On failure, a folder this call created that holds no result yet (no metrics.json, no checkpoint) is removed, so
+    On failure, a folder this call created that holds no result yet (no metrics.json, history.csv or checkpoint) is removed, so
     bad input leaves nothing behind; otherwise the folder keeps what it had (the last good checkpoint, for
     `--resume`) plus `error.txt` with the traceback.
     """
@@ -46,7 +46,7 @@ def run_job(cfg: RunConfig, run_dir: RunDir, resume: bool = False) -> dict:
 
 
 def _clean_up_failed_run(run_dir: RunDir, fresh: bool, text: str) -> None:
-    has_results = run_dir.file("metrics.json").exists() or (run_dir.path / "checkpoints").exists()
+    has_results = any(run_dir.file(name).exists() for name in ("metrics.json", "history.csv", "checkpoints"))
     if fresh and not has_results:
         shutil.rmtree(run_dir.path, ignore_errors=True)
     else:

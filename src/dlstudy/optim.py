@@ -205,7 +205,12 @@ class StepSchedule(LRScheduler):
         Building a scheduler applies factor(0) to the groups, so without this a resume that loads the optimizer
         state *before* building the scheduler would run one step at the wrong lr.
         """
+        # The schedule's shape comes from the config it was built with, not the checkpoint: a resumed run with
+        # more epochs must stretch its cosine, not run the extra epochs at the old schedule's end (lr 0).
+        shape = {k: getattr(self, k) for k in ("schedule", "total_steps", "warmup_steps", "decay_steps", "gamma")}
         super().load_state_dict(state_dict)
+        self.__dict__.update(shape)
+        self._last_lr = self.get_lr()  # equals the saved lrs when the schedule is unchanged
         for group, lr in zip(self.optimizer.param_groups, self._last_lr, strict=True):
             group["lr"] = lr
 
@@ -285,12 +290,20 @@ def _validate_grid(lr_grid: Iterable[float]) -> list[float]:
     return grid
 
 
+def _as_float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return -math.inf
+
+
 def _val_score(result: Any, lr: float) -> tuple[float, float]:
-    """(val accuracy, val loss or nan) from what run_fn returned: a dict, or a list of history rows (last used)."""
+    """(val accuracy, val loss or nan) from what run_fn returned: a dict, or history rows (best val epoch used)."""
     if isinstance(result, (list, tuple)):
         if not result:
             raise ConfigError(f"lr search: the run at lr={lr} returned an empty history")
-        result = result[-1]
+        # the best-validation epoch: the weights an arm reports are chosen the same way
+        result = max(result, key=lambda row: _as_float(row.get("val_accuracy", row.get("val_acc"))))
     if not isinstance(result, dict):
         raise ConfigError(f"lr search: run_fn must return a dict or history rows, got {type(result).__name__}")
     acc = result.get("val_accuracy", result.get("val_acc"))

@@ -40,12 +40,16 @@ DONE_MARKER = "DONE"  # written last: a run folder with it is complete (studies 
 
 # ------------------------------------------------------------------------------------------------ atomic writes
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once: the process umask, restored at once
+
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared like any file
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

@@ -38,6 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _resume_config(args: argparse.Namespace):
+    from dlstudy.commands.common import COMMON_FLAGS
+
+    given = [f"--{dest.replace('_', '-')}" for dest in {**COMMON_FLAGS, **TRAIN_FLAGS} if getattr(args, dest, None)
+             is not None]
+    if given:
+        raise ConfigError(f"--resume takes the run's own config.yaml; {', '.join(given)} would be ignored: "
+                          f"use --set key=value to change a setting (e.g. --set train.epochs=20)")
     run_path = Path(args.resume)
     config_file = run_path / "config.yaml"
     if not config_file.is_file():

@@ -55,7 +55,8 @@ def restricted_loads(data: bytes, where: str):
     """Unpickle `data` (python-2 batches: bytes keys) with RestrictedUnpickler; DataError naming `where` on failure."""
     try:
         return RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, LookupError,
+            OverflowError, MemoryError) as exc:
         raise DataError(f"{where}: not a valid CIFAR pickle (unexpected content): {exc}") from None
 
 

@@ -64,10 +64,15 @@ def global_index_batches(n: int, batch_size: int, seed: int, epoch: int, drop_la
         yield order[start:start + batch_size].tolist()
 
 
-def shard_batches(index_batches: Iterable[list[int]], info: DistInfo) -> Iterator[list[int]]:
-    """Rank r's part of each global batch: indices r, r + W, r + 2W, ... (empty parts skipped, so use full batches)."""
+def shard_batches(index_batches: Iterable[list[int]], info: DistInfo, block: int = 1) -> Iterator[list[int]]:
+    """Rank r's part of each global batch: blocks r, r + W, r + 2W, ... of `block` consecutive indices.
+
+    block=1 deals single indices; a P x K batch uses block=K so each rank keeps whole classes (K images each) and
+    can still form triplets. Empty parts are skipped, so use full batches.
+    """
     for batch in index_batches:
-        part = list(batch[info.rank::info.world_size])
+        blocks = [batch[i:i + block] for i in range(0, len(batch), block)]
+        part = [index for chunk in blocks[info.rank::info.world_size] for index in chunk]
         if part:
             yield part
 

@@ -141,7 +141,11 @@ class Session:
         if getattr(self.objective, "needs_pk_sampler", False):
             sampler = self._pk_sampler()
             sampler.set_epoch(epoch)
-            sampler = shard_batches(sampler, info) if info.enabled else sampler
+            if info.enabled:  # whole classes per rank, or no rank could form a triplet
+                if cfg.loss.classes_per_batch % info.world_size:
+                    raise ConfigError(f"loss.classes_per_batch={cfg.loss.classes_per_batch} must be a multiple of "
+                                      f"the {info.world_size} processes, so each keeps whole classes")
+                sampler = shard_batches(sampler, info, block=cfg.loss.samples_per_class)
         elif info.enabled:
             global_batches = global_index_batches(len(train.labels), cfg.train.batch_size * info.world_size,
                                                   cfg.seed, epoch, drop_last=True)
@@ -237,7 +241,7 @@ class Session:
         except TrainingDiverged as exc:
             kept = ckpt_dir / "last.pt"
             raise TrainingDiverged(f"{exc}; the last good checkpoint is kept: "
-                                   f"{kept if kept.is_file() else 'none (diverged in the first epoch)'}") from None
+                                   f"{kept if kept.is_file() else 'none (first epoch, or train.checkpoint is false)'}") from None
         val, _, _ = self.evaluate(self.data.val)
         tr = self.evaluate(self.train_eval)[0] if self.train_eval is not None else None
         st = self.state

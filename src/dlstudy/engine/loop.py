@@ -89,7 +89,7 @@ def train_one_epoch(model: nn.Module, objective: nn.Module, optimizer: torch.opt
     # Per-step values stay on the device until a check (losses, detached logits and labels; batch sizes as ints),
     # then are reduced in a few batched ops. Batch-1 SGD runs 60,000 steps an epoch, so each per-step op shows.
     pending, pending_logits, pending_labels, batch_sizes, step_losses, step_times = [], [], [], [], [], []
-    correct_total = 0
+    correct_total = n_seen = 0
     bar = progress(batches, desc=f"epoch {epoch}", total=total)
     show = not bar.disable
     for step, (images, labels) in enumerate(bar, start=1):
@@ -107,20 +107,21 @@ def train_one_epoch(model: nn.Module, objective: nn.Module, optimizer: torch.opt
         pending_logits.append(outputs["logits"].detach())  # (B, K)
         pending_labels.append(labels)
         batch_sizes.append(labels.shape[0])
+        n_seen += labels.shape[0]
         step_times.append(time.perf_counter() - start)
         if len(pending) >= check_every:
             step_losses += _check_finite(pending, step - len(pending) + 1, epoch, info, device)
             correct_total += _count_correct(pending_logits, pending_labels)
             pending, pending_logits, pending_labels = [], [], []
             if show:
-                bar.set_postfix(loss=f"{step_losses[-1]:.4f}", img_s=f"{sum(batch_sizes) / step_times[-1]:.0f}")
+                bar.set_postfix(loss=f"{step_losses[-1]:.4f}", img_s=f"{n_seen / step_times[-1]:.0f}")
         if max_steps is not None and step >= max_steps:
             break
     if pending:
         step_losses += _check_finite(pending, len(step_losses) + 1, epoch, info, device)
         correct_total += _count_correct(pending_logits, pending_labels)
     loss_sum = math.fsum(v * b for v, b in zip(step_losses, batch_sizes))  # mean loss weighted by batch size
-    loss_total, correct_total, n_total = all_reduce_sum([loss_sum, float(correct_total), sum(batch_sizes)], info,
+    loss_total, correct_total, n_total = all_reduce_sum([loss_sum, float(correct_total), n_seen], info,
                                                         device)
     elapsed = time.perf_counter() - start
     return {"loss": loss_total / max(n_total, 1), "acc": correct_total / max(n_total, 1), "n": int(n_total),

@@ -94,3 +94,17 @@ def group_by_arm(runs: Iterable[ArmRun]) -> dict[str, list[ArmRun]]:
     for run in runs:
         groups.setdefault(run.arm, []).append(run)
     return {arm: sorted(rs, key=lambda r: r.seed) for arm, rs in groups.items()}
+
+
+def val_accuracy(runs: Iterable[ArmRun]) -> float:
+    """Mean validation accuracy of an arm's runs (train: best_val_accuracy; svm: val accuracy of the chosen C).
+
+    Comparisons that name one "best" arm choose it by this, never by test accuracy. -inf when no run has one.
+    """
+    values = []
+    for run in runs:
+        value = run.metrics.get("best_val_accuracy", (run.metrics.get("svm") or {}).get("val_accuracy"))
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            values.append(float(value))
+    return sum(values) / len(values) if values else -math.inf
+

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from dlstudy.report import Block, Figure, Heading, Link, Paragraph, Table, write_report
-from dlstudy.studies.records import ArmRun, fmt_mean_std, group_by_arm, mean_std, metric
+from dlstudy.studies.records import ArmRun, fmt_mean_std, group_by_arm, mean_std, metric, val_accuracy
 from dlstudy.studies.study_report import _summarize, collect_runs, is_study_dir, load_study_dir
 
 # reference-report metric names -> our metrics.json keys
@@ -32,7 +32,7 @@ def _arm_values(runs: list[ArmRun], name: str, block: str | None) -> list:
 def _ours(key: str, by_arm: dict[str, list[ArmRun]]) -> str | None:
     """Our number for a reference key like `arms.<arm>.test_accuracy`, `after.accuracy` or `accuracy`.
 
-    Without an arm in the key: the only arm, or the best arm (by mean) of a several-arm study. None when the key
+    Without an arm in the key: the only arm, or of a several-arm study the arm with the best validation accuracy. None when the key
     is not a metric we record.
     """
     parts = key.split(".")
@@ -48,9 +48,11 @@ def _ours(key: str, by_arm: dict[str, list[ArmRun]]) -> str | None:
     for candidate in candidates:
         numbers = [v for v in _arm_values(by_arm[candidate], name, block) if isinstance(v, (int, float))]
         scored.append((mean_std(numbers)[0] if numbers else -math.inf, candidate, numbers))
-    best_mean, best_arm, numbers = max(scored, key=lambda s: s[0])
+    # one number for the whole study: the arm with the best *validation* accuracy, so the test number is not
+    # itself a selection on test
+    best_mean, best_arm, numbers = max(scored, key=lambda s: (val_accuracy(by_arm[s[1]]), s[0]))
     text = fmt_mean_std(numbers)
-    return text if arm or len(candidates) == 1 else f"{text} (best arm: {best_arm})"
+    return text if arm or len(candidates) == 1 else f"{text} (arm chosen on val: {best_arm})"
 
 
 def _last(history: list[dict], keys: tuple[str, ...]) -> float | None:

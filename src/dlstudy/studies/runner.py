@@ -222,21 +222,23 @@ def run_one(task: RunTask, job: Any = None, search_only: bool = False) -> TaskRe
 
 
 def apply_lr_search(cfg: RunConfig, search_dir: Path) -> RunConfig:
-    """Pick optim.lr by the equal-effort search of dlstudy.optim.select_learning_rate (cached in search_dir)."""
+    """Pick optim.lr by the equal-effort search of dlstudy.optim.select_learning_rate (candidates in search_dir)."""
     import dataclasses
 
+    from dlstudy.optim import select_learning_rate
+
+    from dlstudy.config import to_dict
     from dlstudy.runs import read_json
 
+    # One search per arm, shared by its seeds: the saved choice is reused only while everything but the seed and
+    # the lr is unchanged, so a rerun with other settings (e.g. more epochs) searches again.
     chosen_path = search_dir / "chosen_lr.json"
     grid = [float(x) for x in cfg.optim.lr_grid or []]
+    search_key = to_dict(dataclasses.replace(cfg, seed=0, optim=dataclasses.replace(cfg.optim, lr=0.0)))
     if chosen_path.is_file():
         chosen = read_json(chosen_path)
-        if chosen.get("lr_grid") == grid:
+        if chosen.get("search_config") == search_key:
             return dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr=chosen["lr"], lr_grid=None))
-    try:
-        from dlstudy.optim import select_learning_rate
-    except ImportError:
-        from dlstudy.studies.lr_search import select_learning_rate  # type: ignore[no-redef]
 
     def run_candidate(candidate: RunConfig) -> Any:
         from dlstudy.jobs import run_job
@@ -253,7 +255,7 @@ def apply_lr_search(cfg: RunConfig, search_dir: Path) -> RunConfig:
     from dlstudy.runs import atomic_write_csv
 
     atomic_write_csv(search_dir / "lr_search.csv", rows)
-    atomic_write_json(chosen_path, {"lr": best_lr, "lr_grid": grid, "seed": cfg.seed})
+    atomic_write_json(chosen_path, {"lr": best_lr, "lr_grid": grid, "seed": cfg.seed, "search_config": search_key})
     return dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr=best_lr, lr_grid=None))
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from dlstudy.config import StudyConfig
 from dlstudy.report import Block, Figure, Paragraph, Table
-from dlstudy.studies.records import ArmRun, fmt_mean_std, group_by_arm, mean_std, metric
+from dlstudy.studies.records import ArmRun, fmt_mean_std, group_by_arm, mean_std, metric, val_accuracy
 
 # (metrics.json key, column title)
 METRICS = (("accuracy", "accuracy"), ("precision_macro", "macro P"), ("recall_macro", "macro R"),
@@ -40,9 +40,10 @@ def summarize(study_dir: Path, study: StudyConfig, runs: list[ArmRun]) -> tuple[
                                  "(macro averages; AUC one-vs-rest on decision_function scores; C chosen on val)")]
     ref = study.reference.get("accuracy") if study.reference else None
     if ref is not None and summary:
-        best = max(summary, key=lambda r: r["accuracy_mean"] if r["accuracy_mean"] == r["accuracy_mean"] else -1)
-        blocks.append(Paragraph(f"Reference report: test accuracy {ref}. Best arm here: {best['arm']} with "
-                                f"{best['accuracy_mean']:.3f}."))
+        by_arm = group_by_arm(runs)
+        best = max(summary, key=lambda r: val_accuracy(by_arm.get(r["arm"], [])))  # chosen on val, not test
+        blocks.append(Paragraph(f"Reference report: test accuracy {ref}. Arm with the best validation accuracy: "
+                                f"{best['arm']}, test accuracy {best['accuracy_mean']:.3f}."))
     for arm, arm_runs in group_by_arm(runs).items():  # first seed's figures of each arm
         for name, caption in (("confusion_matrix_normalized", "confusion matrix (rows normalised)"), ("roc", "ROC")):
             path = arm_runs[0].path / "figures" / f"{name}.png"

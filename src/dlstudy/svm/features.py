@@ -7,7 +7,6 @@ Backbone features are extracted once per (dataset config, model, weights, image 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 from pathlib import Path
@@ -16,8 +15,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from dlstudy.data import ensure_channels, to_float
 from dlstudy.progress import progress
-from dlstudy.runs import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -34,27 +33,8 @@ def standardize(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
 
 def raw_features(splits) -> dict[str, np.ndarray]:
     """Flattened pixels on [0, 1], standardised per pixel with training statistics: {split: (N, C*H*W) float32}."""
-    flat = [getattr(splits, s).images.reshape(len(getattr(splits, s)), -1).numpy().astype(np.float32) / 255.0
-            for s in SPLITS]
+    flat = [getattr(splits, s).images.flatten(1).numpy().astype(np.float32) / 255.0 for s in SPLITS]  # (N, C*H*W)
     return dict(zip(SPLITS, standardize(*flat)))
-
-
-def _to_float(images: torch.Tensor, mean, std) -> torch.Tensor:
-    try:
-        from dlstudy.data import to_float
-    except ImportError:  # the data module's eval transform; the same formula if it is missing
-        m = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-        s = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
-        return (images.float() / 255.0 - m) / s
-    return to_float(images, mean, std)
-
-
-def _three_channels(x: torch.Tensor) -> torch.Tensor:
-    try:
-        from dlstudy.data import ensure_channels
-    except ImportError:
-        return x if x.shape[1] == 3 else x.repeat(1, 3, 1, 1)
-    return ensure_channels(x, 3)
 
 
 @torch.no_grad()
@@ -68,7 +48,7 @@ def extract_features(model: torch.nn.Module, images: torch.Tensor, mean, std, ba
     out = []
     starts = range(0, len(images), batch_size)
     for i in progress(starts, desc=desc, total=len(starts)):
-        x = _three_channels(_to_float(images[i:i + batch_size], mean, std)).to(device)
+        x = ensure_channels(to_float(images[i:i + batch_size], mean, std), 3).to(device)
         out.append(model.forward_features(x).float().flatten(1).cpu())
     return torch.cat(out).numpy()
 
@@ -94,10 +74,13 @@ def cached(path: Path, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str
         except Exception as exc:  # a truncated or foreign file: recompute rather than fail the run
             log.warning("features: cache %s unreadable (%s); recomputing", path, exc)
     feats = compute()
-    buf = io.BytesIO()
-    torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feats.items()}, buf)
-    atomic_write_bytes(path, buf.getvalue())
-    log.info("features: cached to %s", path)
+    from dlstudy.data.cache import save_atomic
+
+    try:
+        save_atomic({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feats.items()}, path)
+        log.info("features: cached to %s", path)
+    except OSError as exc:  # a read-only or full cache folder must not lose the extraction just done
+        log.warning("features: could not cache to %s (%s); continuing without the cache", path, exc)
     return feats
 
 

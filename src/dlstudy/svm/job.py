@@ -21,13 +21,15 @@ def build_features(cfg: RunConfig, splits, device: str) -> dict[str, np.ndarray]
     if cfg.svm.features == "raw":
         return raw_features(splits)
     from dlstudy.data import cache_dir
-    from dlstudy.models import MODELS, build_model
+    from dlstudy.models import MODELS, build_model, use_small_stem
 
     if cfg.svm.features not in MODELS:
         raise ConfigError(f"svm.features: expected 'raw' or a model of dlstudy.models.MODELS {sorted(MODELS)}, "
                           f"got {cfg.svm.features!r}")
     image_size = splits.image_shape[-1]
-    key = feature_cache_key(to_dict(cfg.data), cfg.svm.features, cfg.svm.weights, image_size)
+    small_stem = use_small_stem(cfg.model.small_input_stem, image_size)  # changes the features: part of the key
+    key = feature_cache_key(to_dict(cfg.data), f"{cfg.svm.features}{'-small-stem' if small_stem else ''}",
+                            cfg.svm.weights, image_size)
 
     def compute():
         mcfg = ModelConfig(name=cfg.svm.features, weights=cfg.svm.weights,
@@ -35,7 +37,9 @@ def build_features(cfg: RunConfig, splits, device: str) -> dict[str, np.ndarray]
         model = build_model(mcfg, splits.num_classes, 3, image_size)  # gray images are replicated to RGB
         return backbone_features(splits, model, cfg.train.eval_batch_size, device)
 
-    return cached(cache_dir() / "features" / f"{key}.pt", compute)
+    if not cfg.data.cache:
+        return compute()
+    return cached(cache_dir(cfg.data.cache_dir) / "features" / f"{key}.pt", compute)
 
 
 def make_svm(cfg: RunConfig, C: float, device: str) -> LinearSVM:
@@ -49,6 +53,9 @@ def make_svm(cfg: RunConfig, C: float, device: str) -> LinearSVM:
 def select_C(cfg: RunConfig, feats: dict, y: dict, device: str) -> tuple[LinearSVM, list[dict]]:
     """Fit one SVM per C on train; the best validation accuracy wins (ties: the smaller C, more regularised)."""
     rows, best = [], None
+    if len(cfg.svm.C) > 1 and not len(y["val"]):
+        raise ConfigError(f"svm.C: {len(cfg.svm.C)} values need a validation split to choose from, but "
+                          f"data.val_fraction={cfg.data.val_fraction} leaves none; give one C or a val_fraction > 0")
     for C in sorted(cfg.svm.C):
         if not C > 0:
             raise ConfigError(f"svm.C: every value must be > 0, got {cfg.svm.C}")
@@ -100,11 +107,18 @@ def run_svm_job(cfg: RunConfig, run_dir: RunDir, resume: bool = False) -> dict:
     y = {s: getattr(splits, s).labels.numpy() for s in ("train", "val", "test")}
     model, rows = select_C(cfg, feats, y, device)
     run_dir.write_table("c_selection", rows)
-    if len(y["val"]):
-        model.calibrate(feats["val"], y["val"])  # predict_proba temperature on held-out data
-    y_score = model.decision_function(feats["test"])  # (N, K) columns = classes_ = 0..K-1
-    scores = np.zeros((len(y_score), splits.num_classes), dtype=np.float32)
-    scores[:, model.classes_] = y_score  # a class absent from train keeps score 0
+    seen = np.isin(y["val"], model.classes_)  # val rows of classes the SVM was trained on
+    if seen.any():
+        model.calibrate(feats["val"][seen], y["val"][seen])  # predict_proba temperature on held-out data
+    y_score = model.decision_function(feats["test"])  # (N, K_train) columns = classes_
+    missing = sorted(set(range(splits.num_classes)) - set(model.classes_.tolist()))
+    if missing:
+        log.warning("svm: class(es) %s have no training images (raise data.max_train?); they score below every "
+                    "other class and are never predicted", [splits.class_names[c] for c in missing])
+    # a class absent from train scores below every real margin, so it is never the argmax
+    scores = np.full((len(y_score), splits.num_classes), y_score.min() - 1.0 if y_score.size else 0.0,
+                     dtype=np.float32)
+    scores[:, model.classes_] = y_score
     # Evaluator.compute's own function, on the raw decision scores: Evaluator.update would softmax them, and ROC /
     # AUC must rank the SVM's margins themselves (accuracy and the confusion matrix are the same either way)
     metrics = compute_metrics(y["test"].astype(np.int64), scores, list(splits.class_names))
