@@ -104,7 +104,7 @@ class LossConfig:
 
 @dataclass
 class SVMConfig:
-    features: str = "raw"  # raw | a backbone of dlstudy.models.MODELS | embeddings (a trained run's model)
+    features: str = "raw"  # raw | a backbone of dlstudy.models.MODELS (embedding arms use eval.classifier=svm)
     weights: str = "imagenet"  # weights of the feature backbone
     multi_class: str = "ovr"  # ovr | crammer_singer | weston_watkins
     loss: str = "squared_hinge"  # squared_hinge | hinge (ovr only)

@@ -225,7 +225,7 @@ class RunDir:
 
 
 def new_run_dir(out: str | Path, cfg: RunConfig, exist_ok: bool = False) -> RunDir:
-    """OUT/<run-name>; a finished run of the same name gets a numbered sibling unless exist_ok."""
+    """OUT/<run-name>; when that folder already holds files (finished or not), a numbered sibling unless exist_ok."""
     out = Path(out)
     base = default_run_name(cfg)
     path = out / base

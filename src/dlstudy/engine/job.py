@@ -215,7 +215,11 @@ class Session:
         self.start_epoch = int(ckpt["epoch"])
         best_path = path.parent / "best.pt"
         if best_path.is_file():
-            self.best_model = load_checkpoint(best_path)["model"]
+            best = load_checkpoint(best_path)
+            # best.pt is written before last.pt: after a crash between the two it can be one epoch ahead of the
+            # state, and the rerun of that epoch rewrites it.
+            if int(best.get("epoch", -1)) == int(self.state["best_epoch"]):
+                self.best_model = best["model"]
         set_rng_state(ckpt["rng"])  # last: nothing above may draw random numbers afterwards
         log.info("resumed from %s after epoch %d", path, self.start_epoch)
 

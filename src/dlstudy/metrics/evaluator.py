@@ -125,7 +125,7 @@ def compute_metrics(y_true: np.ndarray, y_score: np.ndarray, class_names: Sequen
     prec, rec, f1, support = prf_from_confusion(cm, average=None, zero_division=0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         per_class_acc = np.diag(cm) / cm.sum(axis=1)  # NaN for classes absent from y_true
-    macro = [prf_from_confusion(cm, average="macro", zero_division=0.0)[i] for i in range(3)]
+    macro = prf_from_confusion(cm, average="macro", zero_division=0.0)[:3]  # precision, recall, F1
     aucs, counts = ovr_auc_per_class(y_true, y_score)
     _warn_undefined(aucs, counts, n, names)
     defined = ~np.isnan(aucs)
