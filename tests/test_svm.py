@@ -218,3 +218,13 @@ def test_max_iter_warns_and_batching_matches(digits):
     streamed = LinearSVM(C=0.1, tol=1e-6, batch_size=256).fit(X, y)
     np.testing.assert_allclose(streamed.coef_, full.coef_, rtol=1e-4, atol=1e-6)
     assert streamed.objective_ == pytest.approx(full.objective_, rel=1e-6)
+
+
+def test_train_accuracy_attribute_equals_score_on_train():
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    X = (X - X.mean(0)) / (X.std(0) + 1e-9)
+    labels = np.array(["d" + str(v) for v in y])  # non-integer labels go through classes_
+    model = LinearSVM(C=0.1).fit(X, labels)
+    assert model.train_accuracy_ == pytest.approx(model.score(X, labels))

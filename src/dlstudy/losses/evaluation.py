@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import logging
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -32,33 +31,17 @@ log = logging.getLogger(__name__)
 CLASSIFIERS = ("svm", "knn")
 
 
-@torch.no_grad()
 def extract_embeddings(model: torch.nn.Module, split, mean, std, device: str | torch.device = "cpu",
-                       batch_size: int = 512, transform: Callable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                       batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, E) float32 CPU embeddings (features when the model has no embedding head) and (N,) labels of a split.
 
-    `transform(images_uint8) -> float32` defaults to dlstudy.data.to_float(images, mean, std), the eval transform.
+    The engine's `predict` with the eval transform (dlstudy.data.to_float(images, mean, std)).
     """
-    if transform is None:
-        from dlstudy.data import to_float  # lazy: keeps dlstudy.losses importable on its own
+    from dlstudy.engine.loop import predict  # lazy: the engine imports this package
 
-        def transform(images):
-            return to_float(images, mean, std)
-    was_training = model.training
-    model.eval()
-    chunks = []
-    try:
-        for start in range(0, len(split.labels), batch_size):
-            x = transform(split.images[start:start + batch_size].to(device))  # uint8 moves, float is made there
-            out = model(x)
-            emb = out.get("embedding")
-            emb = out["features"] if emb is None else emb  # (b, E) or (b, F)
-            chunks.append(emb.float().cpu())
-    finally:
-        model.train(was_training)
-    dim = chunks[0].shape[1] if chunks else 0
-    emb = torch.cat(chunks) if chunks else torch.empty(0, dim)
-    return emb, split.labels.cpu().long()
+    output = "embedding" if getattr(model, "embedding", None) is not None else "features"
+    emb, labels, _ = predict(model, split, mean=mean, std=std, device=device, batch_size=batch_size, output=output)
+    return emb, labels.long()
 
 
 def _standardise(train: torch.Tensor, *others: torch.Tensor) -> list[np.ndarray]:

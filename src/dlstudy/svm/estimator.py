@@ -186,7 +186,9 @@ class LinearSVM:
             self.rff_omega_, self.rff_beta_ = sample_rff(X_t.shape[1], int(self.n_components), self.gamma_,
                                                          self.random_state, dtype)
         self._solve(self._features(X_t), y_idx, dtype)
-        self.temperature_ = self._fit_temperature(self.decision_function(X_t), y_idx)
+        train_scores = np.asarray(self.decision_function(X_t))  # (N, K), reused: one pass over the training set
+        self.temperature_ = self._fit_temperature(train_scores, y_idx)
+        self.train_accuracy_ = float((train_scores.argmax(axis=1) == y_idx).mean())
         self.calibration_ = "train"
         return self
 

@@ -63,7 +63,7 @@ def select_C(cfg: RunConfig, feats: dict, y: dict, device: str) -> tuple[LinearS
         svm = make_svm(cfg, C, device).fit(feats["train"], y["train"])
         fit_s = time.perf_counter() - t0
         val_acc = svm.score(feats["val"], y["val"]) if len(y["val"]) else float("nan")
-        rows.append({"C": C, "val_accuracy": val_acc, "train_accuracy": svm.score(feats["train"], y["train"]),
+        rows.append({"C": C, "val_accuracy": val_acc, "train_accuracy": svm.train_accuracy_,
                      "objective": svm.objective_, "dual_gap": svm.dual_gap_, "n_iter": svm.n_iter_,
                      "converged": svm.converged_, "fit_time_s": fit_s})
         log.info("svm: C=%g val accuracy %.4f (%d iterations, %.1fs)", C, val_acc, svm.n_iter_, fit_s)
