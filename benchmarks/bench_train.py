@@ -27,8 +27,11 @@ class PeakRSS:
     """Peak resident memory above the starting point, sampled every 5 ms in a thread (CPU runs)."""
 
     def __enter__(self):
-        import psutil
-
+        try:
+            import psutil
+        except ImportError:  # bench extra absent (a test venv): speeds are still measured, memory reads as nan
+            self.proc, self.mib = None, float("nan")
+            return self
         self.proc, self.stop = psutil.Process(), threading.Event()
         self.base = self.peak = self.proc.memory_info().rss
         self.thread = threading.Thread(target=self._sample, daemon=True)
@@ -40,6 +43,8 @@ class PeakRSS:
             self.peak = max(self.peak, self.proc.memory_info().rss)
 
     def __exit__(self, *exc):
+        if self.proc is None:
+            return
         self.stop.set()
         self.thread.join()
         self.mib = (self.peak - self.base) / 2**20
@@ -54,8 +59,12 @@ def make_data(n: int, size: int, device: str):
     return Split(images.to(device), labels.to(device))
 
 
-def ours(name: str, split, batch: int, steps: int, device: str, amp: str, channels_last: bool):
-    """Returns run(epoch) -> seconds for `steps` optimizer steps through the dlstudy engine."""
+def ours(name: str, split, batch: int, steps: int, device: str, amp: str, channels_last: bool,
+         compile: bool = False):
+    """Returns run(epoch) -> seconds for `steps` optimizer steps through the dlstudy engine.
+
+    `compile`: the forward runs through torch.compile(model), as `train.compile=true` does in the train job.
+    """
     from dlstudy.config import LossConfig, ModelConfig, OptimConfig, TrainConfig
     from dlstudy.data import batches
     from dlstudy.engine import train_one_epoch
@@ -73,10 +82,11 @@ def ours(name: str, split, batch: int, steps: int, device: str, amp: str, channe
     sched = build_scheduler(opt, TrainConfig(epochs=100, schedule="cosine"), steps)
     amp_dtype = AMP_DTYPES[amp]
     mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    net = torch.compile(model) if compile else model  # shares the parameters the optimizer holds
 
     def run(epoch: int) -> float:
         start = time.perf_counter()
-        train_one_epoch(model, objective, opt, batches(split, batch, shuffle=True, seed=0, epoch=epoch, mean=mean,
+        train_one_epoch(net, objective, opt, batches(split, batch, shuffle=True, seed=0, epoch=epoch, mean=mean,
                                                        std=std, device=device, drop_last=True),
                         device=device, scheduler=sched, amp_dtype=amp_dtype, channels_last=channels_last,
                         max_steps=steps, check_every=1 if device == "cpu" else 25)
@@ -123,9 +133,11 @@ def peer(name: str, split, batch: int, steps: int, device: str, amp: str, channe
 
 
 def measure(label: str, name: str, size: int, batch: int, steps: int, repeats: int, device: str, amp: str = "none",
-            channels_last: bool = False) -> dict:
+            channels_last: bool = False, sides: dict | None = None) -> dict:
+    """`sides`: {"ours": factory, "peer": factory} with the signature of `ours`/`peer`; default those two (e.g.
+    gpu_check.py passes ours with compile=True as "ours" and eager ours as "peer")."""
     split = make_data(batch * steps, size, device)
-    sides = {"ours": ours, "peer": peer}
+    sides = sides or {"ours": ours, "peer": peer}
     speeds, memory = {k: [] for k in sides}, {}
     runs = {k: f(name, split, batch, steps, device, amp, channels_last) for k, f in sides.items()}
     for k in sides:
@@ -139,7 +151,7 @@ def measure(label: str, name: str, size: int, batch: int, steps: int, repeats: i
             else:
                 with PeakRSS() as rss:
                     speeds[k].append(batch * steps / runs[k](rep + 1))
-                memory[k] = max(memory.get(k, 0.0), rss.mib)
+                memory[k] = max(memory[k], rss.mib) if k in memory else rss.mib  # nan stays nan
     ours_ips, peer_ips = statistics.median(speeds["ours"]), statistics.median(speeds["peer"])
     return {"row": label, "ours_img_s": ours_ips, "peer_img_s": peer_ips, "ratio": ours_ips / peer_ips,
             "ours_peak_mib": memory["ours"], "peer_peak_mib": memory["peer"]}

@@ -106,7 +106,7 @@ def test_every_shipped_study_file_is_valid():
 def test_reproduce_quick_tiny_end_to_end(tmp_path, capsys):
     """`make demo` in miniature: the real quick studies and jobs, with --budget tiny (CI)."""
     for section in reproduce.SECTIONS:
-        reproduce.study_file(section.study, quick=True)  # a missing file fails here with the paths searched
+        reproduce.study_file(section.study, "quick")  # a missing file fails here with the paths searched
     out = tmp_path / "demo"
     code = main(["reproduce", "--quick", "--budget", "tiny", "--out", str(out)])
     record = json.loads((out / "reproduce.json").read_text())

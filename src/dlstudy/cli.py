@@ -25,6 +25,8 @@ COMMANDS: dict[str, Command] = {
     "run": Command("dlstudy.commands.run", "run a study file (arms x seeds) into a study folder"),
     "reproduce": Command("dlstudy.commands.reproduce", "run the whole reference report (SVM, fine-tuning, losses, optimizers)"),
     "report": Command("dlstudy.commands.report", "render a run or study folder to report.md and report.html"),
+    "results": Command("dlstudy.commands.results", "write the results page (docs/results.md): the reference report's "
+                       "tables beside ours, per tier, from reproduce folders"),
 }
 
 

@@ -78,6 +78,9 @@ class TrainConfig:
     backbone_lr_mult: float = 1.0  # discriminative LR: backbone lr = lr * this once unfrozen
     deterministic: bool = False
     num_workers: int = 0
+    # torch CPU threads for this run; None: torch's default. 1 makes batch-1 steps of a small MLP ~10x faster on
+    # 2 cores (each op's thread hand-off costs more than the op itself)
+    num_threads: int | None = None
     max_steps_per_epoch: int | None = None
     train_eval_subset: int = 1000  # fixed train subset whose loss/accuracy is measured each epoch
     evaluate_before: bool = True  # evaluate the untrained (new-head) model on test first

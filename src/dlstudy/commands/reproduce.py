@@ -9,15 +9,17 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from dlstudy.studies.reproduce import BUDGETS, SECTIONS
+    from dlstudy.studies.reproduce import BUDGETS, SECTIONS, TIERS
 
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="the *-quick.yaml studies: embedded digits data, CPU "
-                      "minutes (what `make demo` runs)")
-    mode.add_argument("--full", action="store_true", help="the full studies and budgets (the default; a GPU job): "
-                      "CIFAR-10, Tiny ImageNet and MNIST found under --data-root")
+    mode.add_argument("--tier", choices=TIERS, default=None,
+                      help="quick: *-quick.yaml, the embedded digits data, CPU minutes (make demo); cpu: *-cpu.yaml, "
+                      "the real data under --data-root sized for about an hour on 2 CPU cores; full: the reference "
+                      "report's scale (the default; a GPU job)")
+    mode.add_argument("--quick", action="store_true", help="same as --tier quick")
+    mode.add_argument("--full", action="store_true", help="same as --tier full")
     parser.add_argument("--out", default="runs", help="output folder: one folder per study plus report.md/.html")
-    parser.add_argument("--data-root", default=None, help="folder holding the datasets (full studies)")
+    parser.add_argument("--data-root", default=None, help="folder holding the datasets (cpu and full tiers)")
     parser.add_argument("--budget", choices=sorted(BUDGETS), default=None,
                         help="shrink every study further (tiny: 1 epoch, a few steps, one seed; for CI)")
     parser.add_argument("--only", nargs="+", choices=[s.study for s in SECTIONS], default=None,
@@ -34,14 +36,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.jobs < 1:
         raise ConfigError(f"--jobs: expected a positive number of processes, got {args.jobs}")
-    if args.quick and args.data_root:
-        log.warning("--data-root is ignored with --quick (the quick studies use the embedded digits data)")
-    if not args.quick:
+    tier = args.tier or ("quick" if args.quick else "full")
+    if tier == "quick" and args.data_root:
+        log.warning("--data-root is ignored with --tier quick (the quick studies use the embedded digits data)")
+    if tier == "full":
         import torch
 
         if not torch.cuda.is_available():
-            log.warning("full budgets without a GPU: expect many hours on CPU (use --quick for the CPU demo)")
-    html_path, failures = run_reproduce(args.out, quick=args.quick, data_root=args.data_root, budget=args.budget,
+            log.warning("full budgets without a GPU: expect many hours on CPU (--tier cpu runs the same studies on "
+                        "the real data in about an hour on 2 cores; --tier quick is the digits demo)")
+    html_path, failures = run_reproduce(args.out, tier=tier, data_root=args.data_root, budget=args.budget,
                                         jobs=args.jobs, only=args.only, overrides=parse_overrides(args.overrides))
     print(f"report: {html_path}")
     print(f"        {html_path.with_suffix('.md')}")

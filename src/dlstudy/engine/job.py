@@ -24,7 +24,7 @@ from dlstudy.engine import outputs
 from dlstudy.engine.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from dlstudy.engine.distributed import (DistInfo, barrier, global_index_batches, init_distributed, shard_batches,
                                         shutdown_distributed)
-from dlstudy.engine.loop import AMP_DTYPES, evaluate, predict, train_one_epoch
+from dlstudy.engine.loop import AMP_DTYPES, amp_dtype_for, evaluate, predict, train_one_epoch
 from dlstudy.errors import ConfigError, TrainingDiverged
 from dlstudy.runs import RunDir, resolve_device
 
@@ -66,9 +66,9 @@ class Session:
         self.cfg, self.info, self.device = cfg, info, device
         if cfg.train.amp not in AMP_DTYPES:
             raise ConfigError(f"train.amp: expected one of {list(AMP_DTYPES)}, got {cfg.train.amp!r}")
-        self.amp_dtype = AMP_DTYPES[cfg.train.amp] if device.startswith("cuda") else None
-        if cfg.train.amp != "none" and self.amp_dtype is None:
-            log.info("train.amp=%s is CUDA only; training in float32 on %s", cfg.train.amp, device)
+        self.amp_dtype, why_not = amp_dtype_for(cfg.train.amp, device)
+        if why_not:
+            log.info("%s; training in float32 on %s", why_not, device)
         set_deterministic(cfg.train.deterministic, device)
         seed_everything(cfg.seed)
         self.data = load_dataset(cfg.data)
@@ -338,10 +338,13 @@ class Session:
 def run_train_job(cfg: RunConfig, run_dir: RunDir, resume: bool = False) -> dict:
     """Train `cfg` into `run_dir` (see the module docstring); under torchrun, one call per rank."""
     info, device = init_distributed(resolve_device(cfg.device))
+    threads_before = torch.get_num_threads()
     try:
         if info.is_main:
             run_dir.start(cfg, device)
-        if info.enabled and not device.startswith("cuda"):
+        if cfg.train.num_threads:
+            torch.set_num_threads(cfg.train.num_threads)
+        elif info.enabled and not device.startswith("cuda"):
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // info.local_world_size))
         session = Session(cfg, info, device)
         metrics = session.fit(run_dir, resume=resume)
@@ -350,5 +353,6 @@ def run_train_job(cfg: RunConfig, run_dir: RunDir, resume: bool = False) -> dict
         barrier(info)
         return metrics
     finally:
+        torch.set_num_threads(threads_before)  # the next run of a study in this process gets the default back
         shutdown_distributed()
 

@@ -4,9 +4,12 @@
     OUT/reproduce.json           which studies, mode, budget, data root, timings (what `dlstudy report OUT` needs)
     OUT/report.md, report.html   Q1 SVM, Q1 bonus fine-tuning, Q2 losses, Q3 optimizers
 
-Study files live in the package, `dlstudy/studies/files/<name>.yaml` (full budgets, real data) and
-`<name>-quick.yaml` (CPU minutes on the embedded digits data), so an installed wheel carries them; the repository's
-top-level `studies/` is a link to that folder. `study_file()` finds them.
+Three tiers of the same four studies, study files in the package (`dlstudy/studies/files/`), so an installed
+wheel carries them; the repository's top-level `studies/` is a link to that folder. `study_file()` finds them:
+
+    quick   <name>-quick.yaml   the embedded digits data, CPU minutes (make demo)
+    cpu     <name>-cpu.yaml     the real data (CIFAR-10, Tiny ImageNet, MNIST), sized for one hour on 2 CPU cores
+    full    <name>.yaml         the real data at the reference report's scale (a GPU job)
 """
 
 from __future__ import annotations
@@ -56,9 +59,15 @@ BUDGETS: dict[str, dict] = {
 }
 
 
-def study_file(name: str, quick: bool) -> Path:
-    """The study file `<name>[-quick].yaml`: the package's copy, else the source checkout's `studies/`."""
-    filename = f"{name}-quick.yaml" if quick else f"{name}.yaml"
+TIERS = ("quick", "cpu", "full")
+
+
+def study_file(name: str, tier: str) -> Path:
+    """The study file of a tier (`<name>-quick.yaml`, `<name>-cpu.yaml`, `<name>.yaml`): the package's copy, else
+    the source checkout's `studies/`."""
+    if tier not in TIERS:
+        raise ConfigError(f"--tier: unknown tier {tier!r}; valid tiers are {list(TIERS)}")
+    filename = f"{name}.yaml" if tier == "full" else f"{name}-{tier}.yaml"
     searched = [PACKAGE_STUDIES / filename, CHECKOUT_STUDIES / filename]
     for path in searched:
         if path.is_file():
@@ -70,22 +79,40 @@ def is_reproduce_dir(path: Path) -> bool:
     return (Path(path) / "reproduce.json").is_file()
 
 
-def _plan(sections, quick: bool, overrides: dict, seeds: list[int] | None, out: Path) -> list[tuple[Section, Path]]:
+def _plan(sections, tier: str, overrides: dict, seeds: list[int] | None, out: Path) -> list[tuple[Section, Path]]:
     """Resolve and validate every study before anything runs (a typo in Q3 fails now, not after Q1 ran)."""
-    from dlstudy.studies.runner import load_study, plan_study
+    from dlstudy.studies.runner import load_study, plan_study, referenced_studies
 
-    planned = []
+    planned, needs, names = [], {}, {}
     for section in sections:
-        path = study_file(section.study, quick)
+        path = study_file(section.study, tier)
         study = load_study(path)
         if seeds:
             study.seeds = list(seeds)
         plan_study(study, out, overrides, source=str(path))
         planned.append((section, path))
-    return planned
+        needs[section.study], names[study.name] = referenced_studies(study), section.study
+    for section, path in planned:
+        missing = [n for n in needs[section.study] if n not in names and not (Path(out) / n).is_dir()]
+        if missing:
+            raise ConfigError(f"{path}: takes weights from study {missing[0]!r}, which is neither in this "
+                              f"reproduce run nor in {out}; run it first or drop --only")
+    # a study that takes weights from another one's arms (`@study/arm`) runs after it; the report keeps
+    # the reference report's order
+    ready, ordered = set(), []
+    while len(ordered) < len(planned):
+        for section, path in planned:
+            deps = {names[n] for n in needs[section.study] if n in names}
+            if section.study not in ready and deps <= ready:
+                ordered.append((section, path))
+                ready.add(section.study)
+                break
+        else:
+            raise ConfigError(f"studies take weights from each other in a cycle: {sorted(needs)}")
+    return ordered
 
 
-def run_reproduce(out: str | Path, quick: bool = False, data_root: str | None = None, budget: str | None = None,
+def run_reproduce(out: str | Path, tier: str = "full", data_root: str | None = None, budget: str | None = None,
                   jobs: int = 1, only: list[str] | None = None, overrides: dict | None = None) -> tuple[Path, list]:
     """Run the studies in the reference report's order and write OUT/report.md / .html; returns (html, failures)."""
     from dlstudy.config import deep_merge
@@ -99,14 +126,14 @@ def run_reproduce(out: str | Path, quick: bool = False, data_root: str | None = 
     if budget is not None and budget not in BUDGETS:
         raise ConfigError(f"--budget: unknown budget {budget!r}; valid budgets are {sorted(BUDGETS)}")
     layer: dict = {}
-    if data_root and not quick:
+    if data_root and tier != "quick":
         layer = deep_merge(layer, {"data": {"root": str(data_root)}})
     if budget:
         layer = deep_merge(layer, BUDGETS[budget]["overrides"])
     layer = deep_merge(layer, overrides or {})
     seeds = BUDGETS[budget]["seeds"] if budget else None
-    planned = _plan(sections, quick, layer, seeds, out)
-    record = {"mode": "quick" if quick else "full", "budget": budget, "data_root": data_root, "overrides": layer,
+    planned = _plan(sections, tier, layer, seeds, out)
+    record = {"tier": tier, "budget": budget, "data_root": data_root, "overrides": layer,
               "env": environment_info(resolve_device("auto")), "sections": [], "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     failures = []
     for section, path in planned:

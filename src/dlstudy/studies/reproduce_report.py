@@ -161,10 +161,10 @@ def build_reproduce_report(out: str | Path) -> list[Block]:
     record = load_record(out)
     by_name = {s.study: s for s in SECTIONS}
     env = record.get("env", {})
-    quick = record.get("mode") == "quick"
+    quick = record.get("tier", record.get("mode")) == "quick"
     blocks: list[Block] = [
         Heading("Reproduction of the reference report", 1),
-        Paragraph(f"Mode {record.get('mode')}" + (f", budget {record['budget']}" if record.get("budget") else "")
+        Paragraph(f"Tier {record.get('tier', record.get('mode'))}" + (f", budget {record['budget']}" if record.get("budget") else "")
                   + (f", data root {record['data_root']}" if record.get("data_root") else "")
                   + f". Started {record.get('start_time')}, finished {record.get('end_time')}. Git commit "
                   f"{env.get('git_commit', 'unknown')}; torch {env.get('torch')}, torchvision "
@@ -174,7 +174,8 @@ def build_reproduce_report(out: str | Path) -> list[Block]:
                 len(e.get("failed", [])), Link("report", f"{e['dir']}/report.html")] for e in record["sections"]],
               "Sections, in the reference report's order"),
     ]
-    for entry in record["sections"]:
+    order = [s.study for s in SECTIONS]
+    for entry in sorted(record["sections"], key=lambda e: order.index(e["study"]) if e["study"] in order else 99):
         section = by_name.get(entry["study"])
         title, question = (section.title, section.question) if section else (entry["study"], "")
         blocks += section_blocks(out, entry, title, question, quick)

@@ -149,8 +149,55 @@ def plan_study(study: StudyConfig, out: str | Path, overrides: dict | None = Non
             except ConfigError as exc:
                 raise ConfigError(f"{where}: {exc}") from None
             _check_registries(cfg, where)
+            cfg = resolve_arm_weights(cfg, Path(out), study.name, {a.name for a in expand_arms(study)}, where)
             tasks.append(RunTask(arm.name, seed, cfg, study_dir / arm.name / f"seed-{seed}"))
     return tasks
+
+
+WEIGHT_KEYS = (("model", "weights"), ("svm", "weights"))
+
+
+def arm_reference(value: str) -> tuple[str | None, str] | None:
+    """`@arm` (an arm of this study) or `@study/arm` (an arm of another study in the same OUT) -> (study, arm)."""
+    if not isinstance(value, str) or not value.startswith("@"):
+        return None
+    study, _, arm = value[1:].rpartition("/")
+    return (study or None, arm)
+
+
+def resolve_arm_weights(cfg: RunConfig, out: Path, study_name: str, arms: set[str], where: str) -> RunConfig:
+    """model.weights / svm.weights given as `@arm` or `@study/arm` -> that arm's run folder with the same seed.
+
+    This chains runs inside a study (pretrain on a source task, then fine-tune its weights) and across studies
+    (an SVM on the features of a backbone another study trained). The referenced run must have finished first:
+    the study runs arms in file order and `dlstudy reproduce` runs a referenced study before the one using it.
+    """
+    import dataclasses
+
+    for section, key in WEIGHT_KEYS:
+        ref = arm_reference(getattr(getattr(cfg, section), key))
+        if ref is None:
+            continue
+        study, arm = ref
+        if study is None and arm not in arms:
+            raise ConfigError(f"{where}: {section}.{key}: '@{arm}' names no arm of study {study_name!r}; its arms "
+                              f"are {sorted(arms)}")
+        path = out / (study or study_name) / arm / f"seed-{cfg.seed}"
+        cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **{key: str(path)})})
+    return cfg
+
+
+def referenced_studies(study: StudyConfig) -> set[str]:
+    """Names of the other studies whose arms `study` takes weights from (`@study/arm`)."""
+    found = set()
+    for arm in [study.base, *(a.set for a in study.arms)]:
+        for (section, key) in WEIGHT_KEYS:
+            value = arm.get(f"{section}.{key}", (arm.get(section) or {}).get(key) if isinstance(arm.get(section),
+                                                                                                 dict) else None)
+            ref = arm_reference(value)
+            if ref and ref[0]:
+                found.add(ref[0])
+    return found
 
 
 # ------------------------------------------------------------------------------------------------ running
