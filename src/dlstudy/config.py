@@ -162,6 +162,9 @@ class StudyConfig:
     arms: list[ArmConfig] = field(default_factory=list)
     grid: dict[str, list[Any]] = field(default_factory=dict)  # dotted key -> values: arms x every combination
     reference: dict[str, Any] = field(default_factory=dict)  # the reference report's numbers, shown beside ours
+    # wall minutes of the whole study measured on the reference machine (2 idle cores; the file's header says
+    # which): `dlstudy reproduce` scales it by a short calibration to print an estimate before it starts
+    minutes: float | None = None
 
 
 # ----------------------------------------------------------------------------------------------------------------

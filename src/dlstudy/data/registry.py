@@ -164,6 +164,17 @@ def locate(spec: DatasetSpec, root: str | None = None) -> tuple[Path | None, lis
     return None, searched
 
 
+def find_dataset(cfg) -> Path:
+    """Where the files of `cfg.name` (a DataConfig) are; DataError naming every folder searched when absent."""
+    spec = get_spec(cfg.name)
+    source, searched = locate(spec, cfg.root)
+    if source is None and cfg.download:
+        source = download(spec, cfg.root)
+    if source is None:
+        raise missing_error(spec, searched)
+    return source
+
+
 def missing_error(spec: DatasetSpec, searched: list[Path], extra: str = "") -> DataError:
     where = "\n".join(f"  - {p}" for p in searched) or "  (nothing: pass --data-root ROOT)"
     hint = "pass --data-root DIR (or set $DLSTUDY_DATA)"
@@ -234,11 +245,7 @@ def load_dataset(cfg) -> DatasetSplits:
         raise DataError(f"data.augment: unknown preset {cfg.augment!r}; presets: {', '.join(AUGMENT_PRESETS)}")
     if cfg.normalize not in NORMALIZATIONS:
         raise DataError(f"data.normalize: expected one of {list(NORMALIZATIONS)}, got {cfg.normalize!r}")
-    source, searched = locate(spec, cfg.root)
-    if source is None and cfg.download:
-        source = download(spec, cfg.root)
-    if source is None:
-        raise missing_error(spec, searched)
+    source = find_dataset(cfg)
     raw, from_cache = cached_decode(spec.name, source, cfg.image_size, lambda: decode(spec, source, cfg.image_size),
                                     cfg.cache_dir, cfg.cache)
     train, val, test, notes = make_splits(raw, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,

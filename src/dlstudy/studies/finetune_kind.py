@@ -19,6 +19,7 @@ from dlstudy.config import StudyConfig
 from dlstudy.report.blocks import Block, Figure, Heading, Paragraph, Table
 from dlstudy.studies.records import ArmRun, fmt_mean_std, group_by_arm, mean_std, metric
 
+MAX_CLASS_COLUMNS = 20  # wider per-class tables stay in the run's own report
 FIGURES = (("confusion_before", "confusion matrix before fine-tuning (test)"),
            ("confusion_after", "confusion matrix after fine-tuning (test)"),
            ("loss_curves", "loss per epoch (train and val)"), ("accuracy_curves", "accuracy per epoch (train and val)"),
@@ -35,13 +36,14 @@ def _per_class_mean(runs: list[ArmRun], block: str) -> np.ndarray | None:
 def headline_table(groups: dict[str, list[ArmRun]]) -> Table:
     rows = []
     for arm, runs in groups.items():
-        rows.append([arm, len(runs), fmt_mean_std(metric(r, "accuracy", "before") for r in runs),
+        data = ", ".join(sorted({str((r.config.get("data") or {}).get("name")) for r in runs}))
+        rows.append([arm, data, len(runs), fmt_mean_std(metric(r, "accuracy", "before") for r in runs),
                      fmt_mean_std(metric(r, "accuracy", "after") for r in runs),
                      fmt_mean_std(metric(r, "f1_macro", "after") for r in runs),
                      fmt_mean_std(metric(r, "roc_auc_macro", "after") for r in runs),
                      fmt_mean_std((metric(r, "train_time_s") for r in runs), 1),
                      fmt_mean_std((metric(r, "images_per_s") for r in runs), 0)])
-    return Table(["arm", "n seeds", "accuracy before", "accuracy after", "f1 after", "AUC after",
+    return Table(["arm", "data", "n seeds", "accuracy before", "accuracy after", "f1 after", "AUC after",
                   "train time (s)", "images/s"], rows,
                  "Test metrics before (new random head) and after fine-tuning (best-val checkpoint), mean ± std "
                  "over seeds")
@@ -53,6 +55,8 @@ def class_table(arm: str, runs: list[ArmRun], reference: dict) -> Table | None:
     if after is None:
         return None
     names = metric(runs[0], "class_names", "after") or [str(i) for i in range(len(after))]
+    if len(names) > MAX_CLASS_COLUMNS:  # e.g. a pretraining arm on Tiny ImageNet: 200 columns help nobody
+        return None
     columns = ["", "accuracy"] + list(names)
     rows = []
     for label, block, per_class in (("before", "before", before), ("after", "after", after)):
@@ -103,6 +107,7 @@ def summarize(study_dir: Path, study: StudyConfig, runs: list[ArmRun]) -> tuple[
         if table is not None:
             blocks.append(table)
         else:
-            blocks.append(Paragraph(f"{arm}: no per-class accuracy in metrics.json"))
+            blocks.append(Paragraph(f"{arm}: no per-class table here (none in metrics.json, or more than "
+                                    f"{MAX_CLASS_COLUMNS} classes: see the arm's run report)"))
         blocks.extend(_figures(study_dir, arm, arm_runs[0]))
     return blocks, summary_rows(groups)

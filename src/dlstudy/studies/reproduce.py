@@ -79,7 +79,7 @@ def is_reproduce_dir(path: Path) -> bool:
     return (Path(path) / "reproduce.json").is_file()
 
 
-def _plan(sections, tier: str, overrides: dict, seeds: list[int] | None, out: Path) -> list[tuple[Section, Path]]:
+def _plan(sections, tier: str, overrides: dict, seeds: list[int] | None, out: Path) -> list[tuple]:
     """Resolve and validate every study before anything runs (a typo in Q3 fails now, not after Q1 ran)."""
     from dlstudy.studies.runner import load_study, plan_study, referenced_studies
 
@@ -89,10 +89,10 @@ def _plan(sections, tier: str, overrides: dict, seeds: list[int] | None, out: Pa
         study = load_study(path)
         if seeds:
             study.seeds = list(seeds)
-        plan_study(study, out, overrides, source=str(path))
-        planned.append((section, path))
+        tasks = plan_study(study, out, overrides, source=str(path))
+        planned.append((section, path, study, tasks))
         needs[section.study], names[study.name] = referenced_studies(study), section.study
-    for section, path in planned:
+    for section, path, *_ in planned:
         missing = [n for n in needs[section.study] if n not in names and not (Path(out) / n).is_dir()]
         if missing:
             raise ConfigError(f"{path}: takes weights from study {missing[0]!r}, which is neither in this "
@@ -101,10 +101,11 @@ def _plan(sections, tier: str, overrides: dict, seeds: list[int] | None, out: Pa
     # the reference report's order
     ready, ordered = set(), []
     while len(ordered) < len(planned):
-        for section, path in planned:
+        for entry in planned:
+            section = entry[0]
             deps = {names[n] for n in needs[section.study] if n in names}
             if section.study not in ready and deps <= ready:
-                ordered.append((section, path))
+                ordered.append(entry)
                 ready.add(section.study)
                 break
         else:
@@ -133,11 +134,15 @@ def run_reproduce(out: str | Path, tier: str = "full", data_root: str | None = N
     layer = deep_merge(layer, overrides or {})
     seeds = BUDGETS[budget]["seeds"] if budget else None
     planned = _plan(sections, tier, layer, seeds, out)
+    estimates = _announce(planned, out, tier, budget)
     record = {"tier": tier, "budget": budget, "data_root": data_root, "overrides": layer,
               "env": environment_info(resolve_device("auto")), "sections": [], "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     failures = []
-    for section, path in planned:
-        log.info("== %s (%s)", section.title, path.name)
+    for i, (section, path, *_) in enumerate(planned):
+        left = estimates[i:]
+        eta = "" if None in left else \
+            f"; estimated {left[0] / 60:.1f} min, whole run done at ~{time.strftime('%H:%M', time.localtime(time.time() + sum(left)))}"
+        log.info("== %s (%s)%s", section.title, path.name, eta)
         start = time.time()
         try:
             study_dir, results = run_study(path, out, layer, jobs=jobs, seeds=seeds)
@@ -153,6 +158,24 @@ def run_reproduce(out: str | Path, tier: str = "full", data_root: str | None = N
 
     _, html_path = write_reproduce_report(out)
     return html_path, failures
+
+
+def _announce(planned: list[tuple], out: Path, tier: str, budget: str | None) -> list[float | None]:
+    """Log the plan (sections, arms x seeds, data sizes, estimated time); returns the estimate per section.
+
+    Loads every dataset first, so a missing one fails here, before any run, naming the folders searched.
+    """
+    from dlstudy.studies.plan import (REFERENCE_CALIBRATION_S, calibration_seconds, format_plan,
+                                      last_section_seconds, plan_section)
+
+    last = {} if budget else last_section_seconds(out, tier)
+    factor = None
+    if not budget and any(study.minutes for _, _, study, _ in planned):
+        factor = calibration_seconds() / REFERENCE_CALIBRATION_S
+    plans = [plan_section(section.title, study, tasks, last.get(section.study), factor)
+             for section, _, study, tasks in planned]
+    log.info("%s", format_plan(plans, factor))
+    return [p.estimate_s for p in plans]
 
 
 def write_reproduce_report(out: str | Path):

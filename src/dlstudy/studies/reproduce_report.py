@@ -106,6 +106,16 @@ def setup_paragraph(runs: list[ArmRun], seeds: list[int], seconds: float | None)
     model = _values(runs, "svm", "features") if task == "svm" else _values(runs, "model", "name")
     text = (f"Data: {_values(runs, 'data', 'name')} (max_train {_values(runs, 'data', 'max_train')}, max_eval "
             f"{_values(runs, 'data', 'max_eval')}). Task: {task}. Model / features: {model}. ")
+    sizes = []
+    for run in runs:  # metrics.json "data": the split sizes the run really used
+        d = run.metrics.get("data") if isinstance(run.metrics, dict) else None
+        if isinstance(d, dict):
+            line = (f"{(run.config.get('data') or {}).get('name')} at {d['image_size'][0]} px: {d['n_train']:,} train "
+                    f"/ {d['n_val']:,} val / {d['n_test']:,} test")
+            if line not in sizes:
+                sizes.append(line)
+    if sizes:
+        text += f"Images: {'; '.join(sizes)}. "
     if task != "svm":
         text += (f"Budget: {_values(runs, 'train', 'epochs')} epoch(s), batch size {_values(runs, 'train', 'batch_size')}"
                  f", max steps per epoch {_values(runs, 'train', 'max_steps_per_epoch')}. ")
@@ -162,6 +172,8 @@ def build_reproduce_report(out: str | Path) -> list[Block]:
     by_name = {s.study: s for s in SECTIONS}
     env = record.get("env", {})
     quick = record.get("tier", record.get("mode")) == "quick"
+    order = [s.study for s in SECTIONS]  # the reference report's order, whatever order the sections ran in
+    sections = sorted(record["sections"], key=lambda e: order.index(e["study"]) if e["study"] in order else 99)
     blocks: list[Block] = [
         Heading("Reproduction of the reference report", 1),
         Paragraph(f"Tier {record.get('tier', record.get('mode'))}" + (f", budget {record['budget']}" if record.get("budget") else "")
@@ -171,11 +183,10 @@ def build_reproduce_report(out: str | Path) -> list[Block]:
                   f"{env.get('torchvision')}, device {env.get('device')}."),
         Table(["question", "study", "time (s)", "failed runs", "report"],
               [[by_name[e["study"]].title if e["study"] in by_name else e["study"], e["dir"], e.get("seconds"),
-                len(e.get("failed", [])), Link("report", f"{e['dir']}/report.html")] for e in record["sections"]],
+                len(e.get("failed", [])), Link("report", f"{e['dir']}/report.html")] for e in sections],
               "Sections, in the reference report's order"),
     ]
-    order = [s.study for s in SECTIONS]
-    for entry in sorted(record["sections"], key=lambda e: order.index(e["study"]) if e["study"] in order else 99):
+    for entry in sections:
         section = by_name.get(entry["study"])
         title, question = (section.title, section.question) if section else (entry["study"], "")
         blocks += section_blocks(out, entry, title, question, quick)

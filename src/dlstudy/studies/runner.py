@@ -348,6 +348,19 @@ def _log_result(result: TaskResult) -> None:
         log.error("  FAILED %s: %s (traceback in %s)", where, result.error, result.path / "error.txt")
 
 
+def _eta_logger(total: int) -> Callable[[TaskResult], None]:
+    """on_result callback: the run's line, then how many are done and the time left at the mean pace so far."""
+    start, done = time.time(), [0]
+
+    def on_result(result: TaskResult) -> None:
+        _log_result(result)
+        done[0] += 1
+        if done[0] < total:
+            left = (time.time() - start) / done[0] * (total - done[0])
+            log.info("  %d/%d run(s) done; ETA ~%.1f min for this study", done[0], total, left / 60)
+    return on_result
+
+
 def run_study(study_path: str | Path, out: str | Path, overrides: dict | None = None, jobs: int = 1,
               seeds: list[int] | None = None) -> tuple[Path, list[TaskResult]]:
     """Validate, run the unfinished arm x seed folders, then write summary.csv and the study report.
@@ -376,7 +389,7 @@ def run_study(study_path: str | Path, out: str | Path, overrides: dict | None = 
             _log_result(r)
         results += failed
         todo = [t for t in todo if t.arm not in {r.arm for r in failed}]
-    results += execute(todo, jobs, on_result=_log_result)
+    results += execute(todo, jobs, on_result=_eta_logger(len(todo)))
     from dlstudy.studies.study_report import write_study_report
 
     write_study_report(study_dir)
