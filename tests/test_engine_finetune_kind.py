@@ -36,7 +36,8 @@ def test_summary_shows_before_vs_after_with_the_reference(tmp_path):
     assert rows[0]["accuracy_before_mean"] == pytest.approx(0.5)
     tables = [b for b in blocks if isinstance(b, Table)]
     headline = tables[0]
-    assert headline.rows[0][:2] == ["a", 2] and headline.rows[0][3].startswith("0.850 ±")
+    assert headline.columns[:3] == ["arm", "data", "n seeds"]
+    assert headline.rows[0][0] == "a" and headline.rows[0][2] == 2 and headline.rows[0][4].startswith("0.850 ±")
     per_class = tables[1]
     assert per_class.columns == ["", "accuracy", "cat", "dog"]
     assert [r[0] for r in per_class.rows] == ["before (ours)", "before (reference)", "after (ours)",

@@ -70,6 +70,23 @@ def test_run_dir_start_and_finish(tmp_path):
     assert not (run.path / DONE_MARKER).exists()
 
 
+def test_done_is_written_after_the_report(tmp_path, monkeypatch):
+    """A report that crashes leaves the run unmarked, so a study reruns it instead of skipping it as finished."""
+    import dlstudy.report
+
+    cfg = build_run_config({"task": "svm"})
+    run = RunDir(tmp_path / "r").start(cfg, "cpu")
+
+    def broken_report(path):
+        assert not (path / DONE_MARKER).exists()  # DONE comes after every other file
+        raise RuntimeError("report failed")
+
+    monkeypatch.setattr(dlstudy.report, "write_run_report", broken_report)
+    with pytest.raises(RuntimeError, match="report failed"):
+        run.finish()
+    assert not run.is_done
+
+
 def test_new_run_dir_does_not_overwrite(tmp_path):
     cfg = RunConfig(name="exp")
     first = new_run_dir(tmp_path, cfg)

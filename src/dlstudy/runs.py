@@ -132,6 +132,17 @@ def git_commit(start: Path | None = None) -> str:
         return "unknown"
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name (Linux /proc/cpuinfo), e.g. 'Intel(R) Xeon(R) Platinum 8480+'; None elsewhere."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def environment_info(device: str = "cpu", seed: int | None = None) -> dict:
     import numpy
     import torch
@@ -143,7 +154,7 @@ def environment_info(device: str = "cpu", seed: int | None = None) -> dict:
         "torchvision": torchvision.__version__,
         "numpy": numpy.__version__,
         "platform": platform.platform(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model() or platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
@@ -208,16 +219,17 @@ class RunDir:
         return save_figure(fig, self.figures / f"{name}.png")
 
     def finish(self, report: bool = True) -> None:
-        """Stamp the end time, write DONE, then render report.md/.html (derived: `dlstudy report` can rebuild it)."""
+        """Stamp the end time, render report.md/.html, and write DONE last: a run whose report crashed is not
+        marked finished, so the next `dlstudy run` redoes it instead of skipping it."""
         env_path = self.path / "env.json"
         env = read_json(env_path) if env_path.exists() else {}
         env["end_time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         atomic_write_json(env_path, env)
-        atomic_write_text(self.path / DONE_MARKER, env["end_time"] + "\n")
         if report:
             from dlstudy.report import write_run_report  # late import: the report package builds on this module
 
             write_run_report(self.path)
+        atomic_write_text(self.path / DONE_MARKER, env["end_time"] + "\n")
 
     @property
     def is_done(self) -> bool:

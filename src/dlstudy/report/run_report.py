@@ -160,7 +160,9 @@ def build_run_report(run_dir: str | Path) -> list[Block]:
         raise DlstudyError(f"{run_dir}: not a run folder (expected config.yaml and metrics.json written by a job)")
     config, env, metrics = _load(run_dir)
     data, model = config.get("data", {}) or {}, config.get("model", {}) or {}
-    status = "finished" if (run_dir / DONE_MARKER).is_file() else "not finished (no DONE marker)"
+    # finish() stamps end_time, writes this report, then DONE: either one means the job got to its end
+    finished = (run_dir / DONE_MARKER).is_file() or bool(env.get("end_time"))
+    status = "finished" if finished else "not finished (no DONE marker)"
     blocks: list[Block] = [
         Heading(f"Run {_run_title(run_dir)}", 1),
         Paragraph(f"Task {config.get('task', '?')} on {data.get('name', '?')} with model {model.get('name', '?')}, "

@@ -36,7 +36,7 @@ def _per_class_mean(runs: list[ArmRun], block: str) -> np.ndarray | None:
 def headline_table(groups: dict[str, list[ArmRun]]) -> Table:
     rows = []
     for arm, runs in groups.items():
-        data = ", ".join(sorted({str((r.config.get("data") or {}).get("name")) for r in runs}))
+        data = ", ".join(sorted({str(n) for r in runs if (n := (r.config.get("data") or {}).get("name"))})) or "—"
         rows.append([arm, data, len(runs), fmt_mean_std(metric(r, "accuracy", "before") for r in runs),
                      fmt_mean_std(metric(r, "accuracy", "after") for r in runs),
                      fmt_mean_std(metric(r, "f1_macro", "after") for r in runs),

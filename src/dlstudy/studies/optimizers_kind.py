@@ -159,7 +159,7 @@ def _test_accuracy(run: ArmRun) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
-def _train_accuracy(run: ArmRun) -> float | None:
+def train_accuracy(run: ArmRun) -> float | None:
     """Train-subset accuracy (eval mode) of the weights the test accuracy is of: the best-val epoch, else the last."""
     key = _first_present(run.history, TRAIN_ACC_KEYS)
     best = run.metrics.get("best_epoch")
@@ -287,7 +287,7 @@ def _arm_row(arm: str, runs: list[ArmRun], target: float | None, ref: dict) -> d
     """One summary.csv row: numbers for machines, plus the mean ± std strings the report table shows."""
     first = runs[0]
     test = [_test_accuracy(r) for r in runs]
-    train = [_train_accuracy(r) for r in runs]
+    train = [train_accuracy(r) for r in runs]
     times = [_train_time(r) for r in runs]
     to_target = [time_to_target(r.history, target) for r in runs] if target is not None else []
     reached = [t for t in to_target if t is not None]

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from dlstudy.report import Block, Figure, Heading, Link, Paragraph, Table, write_report
+from dlstudy.studies.optimizers_kind import train_accuracy
 from dlstudy.studies.records import ArmRun, fmt_mean_std, group_by_arm, mean_std, metric, val_accuracy
 from dlstudy.studies.study_report import _summarize, collect_runs, is_study_dir, load_study_dir
 
@@ -24,12 +25,12 @@ def _flatten(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def _arm_values(runs: list[ArmRun], name: str, block: str | None) -> list:
-    if name == "train_accuracy":  # last measured train(-subset) accuracy of the history
-        return [_last(r.history, ("train_eval_acc", "trainsub_acc", "train_acc")) for r in runs]
+    if name == "train_accuracy":  # as the Q3 table shows it: train subset, eval mode, best-val epoch
+        return [train_accuracy(r) for r in runs]
     return [metric(r, name, block) for r in runs]
 
 
-def _ours(key: str, by_arm: dict[str, list[ArmRun]]) -> str | None:
+def ours_for_key(key: str, by_arm: dict[str, list[ArmRun]]) -> str | None:
     """Our number for a reference key like `arms.<arm>.test_accuracy`, `after.accuracy` or `accuracy`.
 
     Without an arm in the key: the only arm, or of a several-arm study the arm with the best validation accuracy. None when the key
@@ -55,14 +56,6 @@ def _ours(key: str, by_arm: dict[str, list[ArmRun]]) -> str | None:
     return text if arm or len(candidates) == 1 else f"{text} (arm chosen on val: {best_arm})"
 
 
-def _last(history: list[dict], keys: tuple[str, ...]) -> float | None:
-    for key in keys:
-        values = [row.get(key) for row in history if isinstance(row.get(key), (int, float))]
-        if values:
-            return values[-1]
-    return None
-
-
 def reference_blocks(reference: dict, runs: list[ArmRun]) -> list[Block]:
     """The reference report's numbers beside ours (metric keys), and its notes (text keys) as a paragraph."""
     by_arm = group_by_arm(runs)
@@ -71,7 +64,7 @@ def reference_blocks(reference: dict, runs: list[ArmRun]) -> list[Block]:
         if isinstance(value, str) and "." not in key:
             notes.append(f"{key}: {value}")
             continue
-        ours = _ours(key, by_arm)
+        ours = ours_for_key(key, by_arm)
         if ours is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
             rows.append([key, str(value) if isinstance(value, list) else value, ours])
     blocks: list[Block] = [Paragraph("Reference — " + "; ".join(notes))] if notes else []

@@ -17,10 +17,10 @@ from dlstudy.config import StudyConfig
 from dlstudy.errors import DlstudyError
 from dlstudy.report import Block, Code, Heading, Paragraph, Table, render_markdown
 from dlstudy.runs import atomic_write_text
-from dlstudy.studies.optimizers_kind import _train_accuracy
+from dlstudy.studies.optimizers_kind import train_accuracy
 from dlstudy.studies.records import ArmRun, fmt_mean_std, group_by_arm, metric
 from dlstudy.studies.reproduce import SECTIONS, TIERS, is_reproduce_dir, load_record
-from dlstudy.studies.reproduce_report import METRIC_ALIASES, _ours, setup_paragraph
+from dlstudy.studies.reproduce_report import METRIC_ALIASES, ours_for_key, setup_paragraph
 from dlstudy.studies.study_report import collect_runs, is_study_dir, load_study_dir
 
 TIER_HELP = {
@@ -55,7 +55,7 @@ MEASURES: dict[str, tuple[Measure, ...]] = {
                Measure("recall", "recall_macro"), Measure("F-score", "f1_macro")),
     # train accuracy as the Q3 study reports it: train subset, eval mode, at the best-val epoch
     "optimizers": (Measure("test accuracy", "accuracy"),
-                   Measure("train accuracy", "train_accuracy", value=_train_accuracy)),
+                   Measure("train accuracy", "train_accuracy", value=train_accuracy)),
 }
 
 
@@ -231,7 +231,7 @@ def _chosen_rows(key: str, tiers: list[Tier], present: list[TierStudy], label_co
         if found is None:
             continue
         dotted = f"{measure.block}.{found[0]}" if measure.block else found[0]
-        cells = [(_ours(dotted, t.studies[key].by_arm) or "—") if key in t.studies and t.studies[key].by_arm
+        cells = [(ours_for_key(dotted, t.studies[key].by_arm) or "—") if key in t.studies and t.studies[key].by_arm
                  else "—" for t in tiers]
         label = ["arm chosen on val"] + ([measure.label] if len(measures) > 1 else [])
         rows.append(label + ([""] if label_column else []) + [fmt_reference(found[1])] + cells)
