@@ -188,3 +188,11 @@ def test_page_is_written_atomically_by_the_project_writer(folders, monkeypatch, 
         main(["results", str(folders / "quick"), str(folders / "cpu"), "--out", str(out)])
     assert out.read_bytes() == before  # the old page is kept whole, and no temporary file is left behind
     assert [p.name for p in out.parent.iterdir()] == ["results.md"]
+
+
+def test_long_per_class_lists_point_to_the_run_report():
+    from dlstudy.studies.results_page import fmt_ours
+
+    assert fmt_ours([[0.5] * 200]) == "200 classes: see the run's report (1 seed)"
+    assert fmt_ours([[0.25, 0.5], [0.75, 0.5]]) == "[0.50, 0.50] (2 seeds)"
+    assert fmt_ours([None, float("nan")]) == "—"

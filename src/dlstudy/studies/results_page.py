@@ -126,6 +126,9 @@ def _seeds(n: int) -> str:
     return f"({n} seed{'' if n == 1 else 's'})"
 
 
+MAX_CLASS_VALUES = 20  # longer per-class lists stay in the run reports
+
+
 def _fmt_list(values: list) -> str:
     return "[" + ", ".join(f"{v:.2f}" if _finite(v) else "—" for v in values) + "]"
 
@@ -136,6 +139,8 @@ def fmt_ours(values: list) -> str:
     if lists:  # (seeds, K) per-class accuracies -> (K,) mean over the seeds that have a number
         columns = [[row[k] for row in lists if k < len(row) and _finite(row[k])]
                    for k in range(max(map(len, lists)))]
+        if len(columns) > MAX_CLASS_VALUES:  # e.g. a 200-class source task: the run's own report has the table
+            return f"{len(columns)} classes: see the run's report {_seeds(len(lists))}"
         means = [sum(c) / len(c) if c else None for c in columns]
         return f"{_fmt_list(means)} {_seeds(len(lists))}"
     numbers = [v for v in values if _finite(v)]
@@ -253,8 +258,11 @@ def section_table(key: str, tiers: list[Tier]) -> Table | None:
     for arm in arms:
         for measure in measures:
             row = [arm] + ([measure.label] if len(measures) > 1 else []) + ([labels[arm]] if label_column else [])
+            ours = [_ours_cell(t.studies.get(key), arm, measure) for t in tiers]
+            if all(cell == "—" for cell in ours):
+                continue  # a measure no tier has for this arm (e.g. "before" of a from-scratch arm)
             row.append(fmt_reference(reference_value(present, arm, measure)))
-            rows.append(row + [_ours_cell(t.studies.get(key), arm, measure) for t in tiers])
+            rows.append(row + ours)
     rows += _chosen_rows(key, tiers, present, label_column)
     caption = (f"{measures[0].label}: " if len(measures) == 1 else "") + (
         "the reference report's number beside ours, mean ± std over seeds (sample std); — : not run in that tier "
