@@ -10,7 +10,6 @@ import pytest
 import torch
 import yaml
 
-from dlstudy import jobs
 from dlstudy.cli import main
 from dlstudy.config import StudyConfig, from_dict
 from dlstudy.engine import loop
@@ -18,8 +17,7 @@ from dlstudy.errors import ConfigError
 from dlstudy.studies import plan as plan_mod
 from dlstudy.studies import reproduce
 from dlstudy.studies.runner import plan_study, referenced_studies
-from test_reproduce import _fake_study
-from test_studies import CALL_LOG
+from test_reproduce import _fake_study, fake_studies  # noqa: F401 - the fixture chained_studies builds on
 
 
 def _study(**changes) -> StudyConfig:
@@ -51,19 +49,13 @@ def test_cross_study_weights_are_found_in_nested_and_dotted_keys(tmp_path):
 
 
 @pytest.fixture
-def chained_studies(tmp_path, monkeypatch):
-    """Fake quick studies where Q1 (svm) takes weights from an arm of the Q1 bonus study (finetune)."""
-    monkeypatch.setitem(jobs.JOBS, "fake", jobs.Job("test_studies:fake_job", "test job"))
-    monkeypatch.setenv(CALL_LOG, str(tmp_path / "calls.log"))
-    folder = tmp_path / "studies"
-    folder.mkdir()
-    for section in reproduce.SECTIONS:
-        study = _fake_study(section.study)
-        if section.study == "svm":
-            study["arms"][1]["set"]["model.weights"] = "@finetune-quick/a"
-        (folder / f"{section.study}-quick.yaml").write_text(yaml.safe_dump(study))
-    monkeypatch.setattr(reproduce, "PACKAGE_STUDIES", folder)
-    return folder
+def chained_studies(fake_studies):
+    """test_reproduce's fake quick studies, where Q1 (svm) takes weights from an arm of the Q1 bonus study."""
+    study = _fake_study("svm")
+    study["arms"][1]["set"]["model.weights"] = "@finetune-quick/a"
+    (fake_studies / "svm-quick.yaml").write_text(yaml.safe_dump(study))
+    (fake_studies / "losses-quick.yaml").write_text(yaml.safe_dump(_fake_study("losses")))  # no failing arm here
+    return fake_studies
 
 
 def test_a_study_taking_weights_from_another_runs_after_it(tmp_path, chained_studies, caplog):

@@ -63,6 +63,12 @@ class DatasetSplits:
         """(C, H, W) of every image."""
         return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
 
+    def sizes(self) -> dict:
+        """What a run trains and tests on, for metrics.json and reports: split sizes, image shape, classes."""
+        c, h, w = self.image_shape
+        return {"n_train": len(self.train.labels), "n_val": len(self.val.labels), "n_test": len(self.test.labels),
+                "image_size": [h, w], "channels": c, "num_classes": self.num_classes}
+
 
 @dataclass
 class RawData:

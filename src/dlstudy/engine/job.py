@@ -55,13 +55,6 @@ def train_subset(split, size: int, seed: int):
     return dataclasses.replace(split, images=split.images[idx], labels=split.labels[idx])
 
 
-def data_sizes(data) -> dict:
-    """What a run was trained and tested on, for its reports: split sizes, image shape, number of classes."""
-    c, h, w = data.image_shape
-    return {"n_train": len(data.train.labels), "n_val": len(data.val.labels), "n_test": len(data.test.labels),
-            "image_size": [h, w], "channels": c, "num_classes": data.num_classes}
-
-
 class Session:
     """One training run's live objects. Build with `Session(cfg, info, device)`, then `fit(run_dir, resume)`."""
 
@@ -320,7 +313,7 @@ class Session:
                    "epochs": len(st["history"]), "train_time_s": st["elapsed_s"],
                    "images_per_s": images / st["elapsed_s"] if st["elapsed_s"] > 0 else None,
                    "world_size": self.info.world_size, "classifier": self.cfg.eval.classifier,
-                   "data": data_sizes(self.data)}
+                   "data": self.data.sizes()}
         for key in ("retrieval", "collapse"):  # embedding classifiers add these; the losses study reports them
             if key in after:
                 metrics[key] = after[key]

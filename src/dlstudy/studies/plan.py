@@ -75,9 +75,10 @@ def describe_data(tasks) -> list[str]:
             continue
         seen.add(key)
         d = load_dataset(task.cfg.data)
-        size = f"{d.image_shape[1]} px" if task.cfg.data.image_size else f"{d.image_shape[1]} px (native)"
-        lines.append(f"{d.name} {size}: {len(d.train.labels):,} train / {len(d.val.labels):,} val / "
-                     f"{len(d.test.labels):,} test, {d.num_classes} classes")
+        n = d.sizes()  # the same numbers the run writes to metrics.json "data"
+        size = f"{n['image_size'][0]} px" + ("" if task.cfg.data.image_size else " (native)")
+        lines.append(f"{d.name} {size}: {n['n_train']:,} train / {n['n_val']:,} val / {n['n_test']:,} test, "
+                     f"{n['num_classes']} classes")
     return lines
 
 

@@ -131,9 +131,7 @@ def run_svm_job(cfg: RunConfig, run_dir: RunDir, resume: bool = False) -> dict:
         "n_train": int(len(y["train"])), "n_val": int(len(y["val"])), "temperature": model.temperature_,
         "val_accuracy": max(r["val_accuracy"] for r in rows),
     }
-    c, h, w = splits.image_shape
-    metrics["data"] = {"n_train": len(y["train"]), "n_val": len(y["val"]), "n_test": len(y["test"]),
-                       "image_size": [h, w], "channels": c, "num_classes": splits.num_classes}
+    metrics["data"] = splits.sizes()
     run_dir.write_metrics(metrics)
     _figures(run_dir, metrics, y["test"], scores, list(splits.class_names))
     run_dir.finish()
