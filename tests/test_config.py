@@ -110,3 +110,72 @@ def test_load_yaml_mapping_errors(tmp_path):
         load_yaml_mapping(tmp_path / "list.yaml")
     (tmp_path / "empty.yaml").write_text("")
     assert load_yaml_mapping(tmp_path / "empty.yaml") == {}
+
+
+# every numeric field of RunConfig (dotted key) with a value of its type that is out of range
+OUT_OF_RANGE = {
+    "seed": -1, "data.val_fraction": 1.0, "data.test_fraction": -0.1, "data.split_seed": -1, "data.image_size": 0,
+    "data.max_train": 0, "data.max_eval": -5, "model.embedding_dim": 0, "model.dropout": 1.0,
+    "optim.lr": 0.0, "optim.weight_decay": -0.1, "optim.momentum": 1.5, "optim.betas": [0.9, 1.0],
+    "optim.eps": 0.0, "optim.lr_grid": [0.1, -1.0],
+    "train.epochs": -2, "train.batch_size": 0, "train.eval_batch_size": -1, "train.warmup_epochs": -1.0,
+    "train.step_size": 0, "train.gamma": 0.0, "train.label_smoothing": 1.0, "train.grad_clip": 0.0,
+    "train.freeze_backbone_epochs": -1, "train.backbone_lr_mult": -0.5, "train.num_workers": -1,
+    "train.num_threads": 0, "train.max_steps_per_epoch": 0, "train.train_eval_subset": -1,
+    "loss.ce_weight": -1.0, "loss.triplet_weight": -1.0, "loss.triplet_margin": -0.2, "loss.center_weight": -0.01,
+    "loss.center_lr": 1.5, "loss.classes_per_batch": 1, "loss.samples_per_class": 1,
+    "svm.C": [1.0, 0.0], "svm.gamma": -1.0, "svm.n_components": 0, "svm.tol": 0.0, "svm.max_iter": 0,
+    "svm.batch_size": 0, "eval.knn_k": 0,
+}
+
+
+def _numeric_fields(cls: type, prefix: str = "") -> set[str]:
+    """Dotted keys of every int / float (optional or in a list) field of a config dataclass tree."""
+    import typing
+
+    def numeric(tp) -> bool:
+        return tp in (int, float) or any(numeric(a) for a in typing.get_args(tp))
+
+    keys = set()
+    for f in dataclasses.fields(cls):
+        tp = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(tp):
+            keys |= _numeric_fields(tp, f"{prefix}{f.name}.")
+        elif numeric(tp):
+            keys.add(prefix + f.name)
+    return keys
+
+
+def test_every_numeric_field_has_a_range_rule_and_a_test_case():
+    from dlstudy.config import RANGES
+
+    assert set(RANGES) == _numeric_fields(RunConfig)
+    assert set(OUT_OF_RANGE) == _numeric_fields(RunConfig)
+
+
+@pytest.mark.parametrize("key", sorted(OUT_OF_RANGE))
+def test_out_of_range_values_are_rejected_naming_the_field(key):
+    from dlstudy.config import RANGES
+
+    value = OUT_OF_RANGE[key]
+    with pytest.raises(ConfigError) as info:
+        build_run_config(parse_overrides([f"{key}={value}"]))
+    assert f"config.{key}: expected " in str(info.value) and RANGES[key].text in str(info.value)
+    assert repr(value) in str(info.value)
+
+
+@pytest.mark.parametrize("pair", ["optim.lr=.nan", "train.warmup_epochs=.inf", "svm.C=[1, .nan]"])
+def test_nan_and_inf_are_out_of_range(pair):
+    with pytest.raises(ConfigError, match=pair.split("=")[0]):
+        build_run_config(parse_overrides([pair]))
+
+
+def test_range_boundaries_and_cross_field_rules():
+    edge = build_run_config(parse_overrides(["data.val_fraction=0", "train.epochs=1", "train.train_eval_subset=0",
+                                             "train.freeze_backbone_epochs=0", "loss.center_lr=1",
+                                             "train.gamma=1", "train.schedule=cosine", "train.warmup_epochs=0.5"]))
+    assert edge.train.epochs == 1 and edge.data.val_fraction == 0.0
+    with pytest.raises(ConfigError, match=r"train.warmup_epochs=1.0 leaves no steps for the cosine decay"):
+        build_run_config({"train": {"schedule": "cosine", "epochs": 1, "warmup_epochs": 1.0}})
+    with pytest.raises(ConfigError, match=r"config.svm.C: expected at least one value"):
+        build_run_config({"svm": {"C": []}})

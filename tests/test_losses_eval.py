@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from dlstudy.config import build_run_config
 from dlstudy.errors import ConfigError
-from dlstudy.losses import (PKBatchSampler, build_objective, collapse_diagnostics, evaluate_embeddings,
+from dlstudy.losses import (PKBatchSampler, build_objective, collapse_diagnostics, embedding_scores, evaluate_embeddings,
                             evaluate_model_embeddings, knn_predict, map_at_r, precision_at_1, recall_at_k,
                             retrieval_metrics, save_test_embeddings)
 from dlstudy.losses import evaluation
@@ -203,66 +203,59 @@ def test_triplet_then_knn_on_digits_beats_chance(digits_splits, triplet_model, t
     assert torch.equal(torch.load(path, weights_only=True)["embeddings"], emb)
 
 
-@pytest.mark.parametrize("svm_impl", ["dlstudy", "stand-in"])
-def test_triplet_then_linear_svm_on_digits_beats_chance(digits_splits, triplet_model, svm_impl, monkeypatch):
-    import dlstudy.svm
-
-    if svm_impl == "stand-in":  # our wiring with scikit-learn's LinearSVC in LinearSVM's place
-        monkeypatch.setattr(dlstudy.svm, "LinearSVM", _SklearnSVM, raising=False)
-    elif not hasattr(dlstudy.svm, "LinearSVM"):
-        pytest.skip("dlstudy.svm.LinearSVM not available yet")
+def test_triplet_then_linear_svm_on_digits_beats_chance(digits_splits, triplet_model):
     cfg = build_run_config({"eval": {"classifier": "svm"}, "svm": {"C": [0.1, 1.0]}})
-    metrics, y_score, y_true = evaluate_model_embeddings(triplet_model, digits_splits, cfg, "cpu", 256)
+    extras: dict = {}
+    metrics, y_score, y_true = evaluate_model_embeddings(triplet_model, digits_splits, cfg, "cpu", 256, extras)
     assert y_score.shape == (len(y_true), 10)
     assert metrics["accuracy"] > 0.85  # chance is 0.1
-
-
-class _SklearnSVM:
-    """Stand-in with the LinearSVM estimator contract, to test our wiring independently of dlstudy.svm."""
-
-    def __init__(self, C=1.0, multi_class="ovr", **settings):  # settings: loss, tol, device... (not needed here)
-        from sklearn.svm import LinearSVC
-
-        self.model = LinearSVC(C=C)
-
-    def fit(self, X, y):
-        self.model.fit(X, y)
-        self.classes_ = self.model.classes_
-        return self
-
-    def decision_function(self, X):
-        return self.model.decision_function(X)
+    assert metrics["score_kind"] == "margins" and extras["score_kind"] == "margins"
+    assert extras["svm"].standardize and extras["scores_val"].shape == (len(digits_splits.val), 10)
 
 
 @pytest.mark.parametrize("with_val", [True, False])
-def test_svm_scores_place_classes_absent_from_training(monkeypatch, with_val):
-    import dlstudy.svm
-
-    monkeypatch.setattr(dlstudy.svm, "LinearSVM", _SklearnSVM, raising=False)
+def test_svm_scores_place_classes_absent_from_training(with_val):
     train_x, train_y = _clusters(200, 3, seed=7, noise=0.3)
     train_y = train_y * 2  # classes 0, 2, 4 of 5: 1 and 3 never seen
     test_x, test_y = _clusters(60, 3, seed=7, noise=0.3)
-    cfg = build_run_config({"svm": {"C": [0.01, 1.0]}})
+    cfg = build_run_config({"eval": {"classifier": "svm"}, "svm": {"C": [0.01, 1.0]}})
     val = (test_x.float(), test_y * 2) if with_val else None  # without: C chosen on a hold-out of train
-    scores = evaluation.fit_svm_scores(train_x.float(), train_y, test_x.float(), 5, cfg, val=val)
+    scores = embedding_scores(train_x.float(), train_y, test_x.float(), 5, cfg, val=val)
     assert scores.shape == (60, 5)
     assert set(scores.argmax(1)) <= {0, 2, 4}
     assert (scores.argmax(1) == (test_y * 2).numpy()).mean() > 0.9
 
 
-def test_evaluate_embeddings_engine_contract(monkeypatch):
-    """The engine's call: embeddings in, (metrics with METRIC_KEYS + retrieval, probabilities, labels) out."""
-    import dlstudy.svm
+def test_embedding_svm_is_the_svm_jobs_svm():
+    """One path: the embedding classifier's C, standardisation and margins are those of dlstudy.svm.selection."""
+    from dlstudy.svm.selection import full_margins, select_C
+
+    train_x, train_y = _clusters(150, 4, seed=8, noise=0.8)
+    val_x, val_y = _clusters(50, 4, seed=10, noise=0.8)
+    test_x, test_y = _clusters(40, 4, seed=9, noise=0.8)
+    cfg = build_run_config({"eval": {"classifier": "svm"}, "svm": {"C": [0.001, 0.1, 10.0]}})
+    extras: dict = {}
+    metrics, y_score, _ = evaluate_embeddings(train_x, train_y, test_x, test_y, cfg, list("abcd"),
+                                              val=(val_x, val_y), extras=extras)
+    f32 = lambda t: t.float().numpy()  # noqa: E731  embeddings are float32 tensors
+    svm, _ = select_C(cfg, (f32(train_x), train_y.numpy()), (f32(val_x), val_y.numpy()), "cpu")
+    assert extras["svm"].C == svm.C
+    np.testing.assert_array_equal(y_score, full_margins(svm, f32(test_x), 4))
+
+
+def test_evaluate_embeddings_engine_contract():
+    """The engine's call: embeddings in, (metrics with METRIC_KEYS + retrieval, scores, labels) out."""
     from dlstudy.runs import METRIC_KEYS
 
-    monkeypatch.setattr(dlstudy.svm, "LinearSVM", _SklearnSVM, raising=False)
     train_x, train_y = _clusters(150, 4, seed=8, noise=0.5)
     test_x, test_y = _clusters(40, 4, seed=9, noise=0.5)
-    for classifier in ("svm", "knn"):
+    for classifier, kind in (("svm", "margins"), ("knn", "probabilities")):
         cfg = build_run_config({"eval": {"classifier": classifier}})
         metrics, y_score, y_true = evaluate_embeddings(train_x, train_y, test_x, test_y, cfg, list("abcd"))
         assert set(METRIC_KEYS) <= set(metrics) and "retrieval" in metrics
-        np.testing.assert_allclose(y_score.sum(1), 1.0, atol=1e-5)
+        assert metrics["score_kind"] == kind
+        if kind == "probabilities":
+            np.testing.assert_allclose(y_score.sum(1), 1.0, atol=1e-5)
         np.testing.assert_array_equal(y_true, test_y.numpy())
 
 

@@ -24,7 +24,7 @@ REFERENCE = {"svm": 0.697, "finetune": 0.90, "losses": 0.478, "optimizers": 0.88
 def _fake_study(name: str, bad: bool = False) -> dict:
     return {"name": f"{name}-quick", "kind": "generic", "seeds": [0, 1], "description": f"fake {name}",
             "base": {"task": "fake", "data": {"name": "digits"}, "train": {"epochs": 9}},
-            "arms": [{"name": "a", "set": {"optim.weight_decay": -1.0 if bad else 0.0}},
+            "arms": [{"name": "a", "set": {"optim.weight_decay": 2.0 if bad else 0.0}},
                      {"name": "b", "set": {"optim.weight_decay": 0.5}}],
             "reference": {"source": f"reference {name}", "arms": {"b": {"accuracy": REFERENCE[name], "label": "x"}}}}
 
@@ -59,7 +59,7 @@ def test_reproduce_runs_every_study_in_order_and_combines_the_report(tmp_path, f
         ours = fmt_mean_std([json.loads((study_dir / "b" / "seed-0" / "metrics.json").read_text())["accuracy"]])
         assert f"| arms.b.accuracy | {REFERENCE[section.study]:.4g} | {ours} |" in md
         assert f"Reference — source: reference {section.study}" in md
-    assert "Failed: a/seed-0: ValueError: fake job: negative shrink" in md
+    assert "Failed: a/seed-0: ValueError: fake job: shrink above 1" in md
     assert "Data: digits (max_train 240, max_eval 120)" in md
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 4  # each study's bar chart, embedded
@@ -100,6 +100,21 @@ def test_every_shipped_study_file_is_valid():
     for path in files:
         tasks = plan_study(load_study(path), Path("/nonexistent"), source=str(path))
         assert tasks
+
+
+@pytest.mark.parametrize("budget", sorted(reproduce.BUDGETS))
+def test_every_budget_preset_gives_valid_configs_for_every_shipped_study(budget):
+    """A budget's overrides over every shipped study file (every tier) validate, cross-field rules included: the
+    tiny budget's 1 epoch once left a study's 1 warm-up epoch no cosine decay, failing every run of it."""
+    from dlstudy.studies.runner import load_study, plan_study
+
+    preset = reproduce.BUDGETS[budget]
+    files = sorted(reproduce.CHECKOUT_STUDIES.glob("*.yaml"))
+    assert len(files) == len(reproduce.SECTIONS) * len(reproduce.TIERS)
+    for path in files:
+        study = load_study(path)
+        study.seeds = list(preset["seeds"])
+        assert plan_study(study, Path("/nonexistent"), preset["overrides"], source=str(path))
 
 
 @pytest.mark.timeout(400)

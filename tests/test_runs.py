@@ -63,8 +63,11 @@ def test_run_dir_start_and_finish(tmp_path):
     assert env["seed"] == 7 and env["end_time"] is None
     assert "seed: 7" in run.file("config.yaml").read_text()
     assert not run.is_done
+    run.write_metrics({"accuracy": 1.0})
     run.finish()
     assert run.is_done and read_json(run.file("env.json"))["end_time"]
+    run.file("metrics.json").write_text('{"accuracy": 1.0')  # damaged after it finished: not a finished run
+    assert not run.is_done
     # restarting a run clears DONE until it finishes again
     run.start(cfg, "cpu")
     assert not (run.path / DONE_MARKER).exists()

@@ -29,7 +29,8 @@ CALL_LOG = "DLSTUDY_TEST_CALL_LOG"
 
 
 def fake_job(cfg, run_dir, resume=False):
-    """Nearest-centroid on digits; `optim.weight_decay` shrinks the centroids to their mean, `seed` picks train."""
+    """Nearest-centroid on digits; `optim.weight_decay` shrinks the centroids to their mean (above 1 fails the run),
+    `seed` picks train."""
     from sklearn.datasets import load_digits
     from sklearn.metrics import confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score
 
@@ -37,8 +38,8 @@ def fake_job(cfg, run_dir, resume=False):
         with open(os.environ[CALL_LOG], "a") as fh:
             fh.write(f"{run_dir.path.parent.name}/{run_dir.path.name} resume={resume}\n")
     shrink = cfg.optim.weight_decay
-    if shrink < 0:
-        raise ValueError("fake job: negative shrink")
+    if shrink > 1:
+        raise ValueError("fake job: shrink above 1")
     run_dir.start(cfg, "cpu")
     X, y = load_digits(return_X_y=True)
     rng = np.random.default_rng(cfg.seed)
@@ -130,13 +131,13 @@ def test_study_runs_in_parallel_resumes_and_summarises(tmp_path, fake):
 
 
 def test_failed_arm_is_reported_and_others_still_run(tmp_path, fake, capsys):
-    arms = [{"name": "bad", "set": {"optim.weight_decay": -1.0}}, {"name": "good", "set": {"optim.weight_decay": 0.0}}]
+    arms = [{"name": "bad", "set": {"optim.weight_decay": 2.0}}, {"name": "good", "set": {"optim.weight_decay": 0.0}}]
     path = write_study(tmp_path, arms=arms, seeds=[0])
     code = main(["run", str(path), "--out", str(tmp_path / "out")])
     assert code == 1
     study_dir = tmp_path / "out" / "tiny"
     assert (study_dir / "good" / "seed-0" / "DONE").is_file()
-    assert "negative shrink" in (study_dir / "bad" / "seed-0" / "error.txt").read_text()
+    assert "shrink above 1" in (study_dir / "bad" / "seed-0" / "error.txt").read_text()
     report = (study_dir / "report.md").read_text()
     assert "Failed runs (see their error.txt): bad/seed-0" in report
     assert capsys.readouterr().out.split() == [str(study_dir / "report.md"), str(study_dir / "report.html")]

@@ -33,15 +33,23 @@ class TinyBackbone(nn.Module):
         return self.conv(x).mean((2, 3))
 
 
-def test_standardize_uses_train_statistics():
+def test_svm_standardizes_with_train_statistics_like_standard_scaler():
+    from sklearn.preprocessing import StandardScaler
+
+    from dlstudy.svm import LinearSVM
+
     rng = np.random.default_rng(0)
     train, test = rng.normal(5, 3, (200, 4)), rng.normal(5, 3, (50, 4))
     train[:, 3] = 1.0  # a constant column keeps std 1 instead of dividing by zero
-    s_train, s_test = F.standardize(train, test)
-    np.testing.assert_allclose(s_train[:, :3].mean(0), 0, atol=1e-5)
-    np.testing.assert_allclose(s_train[:, :3].std(0), 1, atol=1e-5)
-    np.testing.assert_allclose(s_test, (test - train.mean(0)) / np.where(train.std(0) > 0, train.std(0), 1),
-                               rtol=1e-5, atol=1e-5)
+    y = (train[:, 0] > 5).astype(int)
+    svm = LinearSVM(C=1.0, standardize=True).fit(train, y)
+    scaler = StandardScaler().fit(train)
+    np.testing.assert_allclose(svm.mean_, scaler.mean_, rtol=1e-12)
+    np.testing.assert_allclose(svm.scale_, scaler.scale_, rtol=1e-12)
+    plain = LinearSVM(C=1.0).fit(scaler.transform(train), y)  # same problem, standardised outside
+    np.testing.assert_allclose(svm.decision_function(test), plain.decision_function(scaler.transform(test)),
+                               rtol=1e-7, atol=1e-9)
+    assert train[0, 0] != 0 and np.allclose(train[:, 3], 1.0)  # the caller's array is untouched
 
 
 def test_extract_features_batches_gray_images_and_matches_one_pass():

@@ -24,6 +24,9 @@ COMMANDS: dict[str, Command] = {
     "train": Command("dlstudy.commands.train", "train / fine-tune a model, evaluated before and after"),
     "run": Command("dlstudy.commands.run", "run a study file (arms x seeds) into a study folder"),
     "reproduce": Command("dlstudy.commands.reproduce", "run the whole reference report (SVM, fine-tuning, losses, optimizers)"),
+    "evaluate": Command("dlstudy.commands.evaluate", "score a finished train or svm run on a dataset split (metrics, "
+                        "predictions, figures)"),
+    "predict": Command("dlstudy.commands.predict", "label image files or folders with a finished run (CSV)"),
     "report": Command("dlstudy.commands.report", "render a run or study folder to report.md and report.html"),
     "results": Command("dlstudy.commands.results", "write the results page (docs/results.md): the reference report's "
                        "tables beside ours, per tier, from reproduce folders"),
@@ -71,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dlstudy {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"dlstudy {args.command}: interrupted", file=sys.stderr)
+        hint = getattr(args, "interrupt_hint", None)  # set by a command that can be resumed, e.g. train
+        print(f"dlstudy {args.command}: interrupted" + (f"; {hint}" if hint else ""), file=sys.stderr)
         return 130
 
 

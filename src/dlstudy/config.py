@@ -7,6 +7,7 @@ The schema below is the single source of truth for every job (SVM, training, los
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -345,13 +346,80 @@ def load_yaml_mapping(path: str | Path) -> dict:
     return data
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Ranges: the valid values of every numeric field, checked in one place after the types (check_ranges)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    ok: typing.Callable[[float], bool]
+    text: str  # what is expected, for the message: ">= 1", "in [0, 1)"
+
+
+AT_LEAST_1 = Rule(lambda v: v >= 1, ">= 1")
+AT_LEAST_2 = Rule(lambda v: v >= 2, ">= 2")
+NON_NEGATIVE = Rule(lambda v: v >= 0, ">= 0")
+POSITIVE = Rule(lambda v: v > 0, "> 0")
+FRACTION = Rule(lambda v: 0 <= v < 1, "in [0, 1)")
+UNIT = Rule(lambda v: 0 <= v <= 1, "in [0, 1]")
+DECAY = Rule(lambda v: 0 < v <= 1, "in (0, 1]")
+
+# dotted RunConfig key -> rule. A None value (an optional field left unset) is not checked; a list is checked item
+# by item. Every int/float field of the schema is listed (tests/test_config.py holds the table to that).
+RANGES: dict[str, Rule] = {
+    "seed": NON_NEGATIVE,
+    "data.val_fraction": FRACTION, "data.test_fraction": FRACTION, "data.split_seed": NON_NEGATIVE,
+    "data.image_size": AT_LEAST_1, "data.max_train": AT_LEAST_1, "data.max_eval": AT_LEAST_1,
+    "model.embedding_dim": AT_LEAST_1, "model.dropout": FRACTION,
+    "optim.lr": POSITIVE, "optim.weight_decay": NON_NEGATIVE, "optim.momentum": FRACTION, "optim.betas": FRACTION,
+    "optim.eps": POSITIVE, "optim.lr_grid": POSITIVE,
+    "train.epochs": AT_LEAST_1, "train.batch_size": AT_LEAST_1, "train.eval_batch_size": AT_LEAST_1,
+    "train.warmup_epochs": NON_NEGATIVE, "train.step_size": AT_LEAST_1, "train.gamma": DECAY,
+    "train.label_smoothing": FRACTION, "train.grad_clip": POSITIVE, "train.freeze_backbone_epochs": NON_NEGATIVE,
+    "train.backbone_lr_mult": NON_NEGATIVE, "train.num_workers": NON_NEGATIVE, "train.num_threads": AT_LEAST_1,
+    "train.max_steps_per_epoch": AT_LEAST_1, "train.train_eval_subset": NON_NEGATIVE,  # 0: not measured
+    "loss.ce_weight": NON_NEGATIVE, "loss.triplet_weight": NON_NEGATIVE, "loss.triplet_margin": NON_NEGATIVE,
+    "loss.center_weight": NON_NEGATIVE, "loss.center_lr": UNIT,
+    # P x K sampler: a triplet needs a second image of its class and an image of another class
+    "loss.classes_per_batch": AT_LEAST_2, "loss.samples_per_class": AT_LEAST_2,
+    "svm.C": POSITIVE, "svm.gamma": POSITIVE, "svm.n_components": AT_LEAST_1, "svm.tol": POSITIVE,
+    "svm.max_iter": AT_LEAST_1, "svm.batch_size": AT_LEAST_1,
+    "eval.knn_k": AT_LEAST_1,
+}
+
+
+def _get_dotted(obj: Any, dotted_key: str) -> Any:
+    for part in dotted_key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def check_ranges(cfg: RunConfig, where: str = "config") -> RunConfig:
+    """`cfg` unchanged when every numeric field is in range (RANGES) and the fields agree; else ConfigError naming
+    the field, the value and what was expected."""
+    for key, rule in RANGES.items():
+        value = _get_dotted(cfg, key)
+        if value is None:
+            continue
+        each = isinstance(value, list)
+        if not all(math.isfinite(v) and rule.ok(v) for v in (value if each else [value])):
+            raise ConfigError(f"{where}.{key}: expected {'every value ' if each else ''}{rule.text}, got {value!r}")
+    if not cfg.svm.C:
+        raise ConfigError(f"{where}.svm.C: expected at least one value, got []")
+    if cfg.train.schedule == "cosine" and cfg.train.warmup_epochs >= cfg.train.epochs:
+        raise ConfigError(f"{where}.train.warmup_epochs={cfg.train.warmup_epochs} leaves no steps for the cosine "
+                          f"decay (train.epochs={cfg.train.epochs}); use fewer warm-up epochs than epochs")
+    return cfg
+
+
 def build_run_config(*layers: dict | None, where: str = "config") -> RunConfig:
-    """Merge partial config dicts in order (later wins) and validate them into a RunConfig."""
+    """Merge partial config dicts in order (later wins) and validate them (types, then ranges) into a RunConfig."""
     merged: dict = {}
     for layer in layers:
         if layer:
             merged = deep_merge(merged, layer)
-    return from_dict(RunConfig, merged, where)
+    return check_ranges(from_dict(RunConfig, merged, where), where)
 
 
 def dump_yaml(obj: Any) -> str:

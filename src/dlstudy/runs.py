@@ -30,12 +30,14 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from dlstudy.config import RunConfig, dump_yaml
+from dlstudy.errors import ConfigError, DlstudyError
 
 METRIC_KEYS = (
     "accuracy", "per_class_accuracy", "precision_macro", "recall_macro", "f1_macro", "confusion_matrix",
     "roc_auc_macro", "roc_auc_micro", "roc_auc_per_class", "num_classes", "class_names", "n_samples",
 )
 DONE_MARKER = "DONE"  # written last: a run folder with it is complete (studies skip such arms)
+MODEL_CARD = "model.json"  # what `dlstudy.load_run` needs to rebuild the classifier and its preprocessing
 
 
 # ------------------------------------------------------------------------------------------------ atomic writes
@@ -106,7 +108,11 @@ def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
 
 
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+    """The parsed file; DlstudyError naming it when it is not valid JSON (a damaged or truncated result file)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DlstudyError(f"{path}: not valid JSON (damaged or truncated?): {exc}") from None
 
 
 def read_csv(path: str | Path) -> list[dict]:
@@ -174,9 +180,36 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "-", text).strip("-") or "run"
 
 
+def check_folder_name(name: str, what: str) -> str:
+    """`name` when it is one folder that stays inside its parent: letters, digits and . _ + - only, and not `.` or
+    `..` (OUT/.. would write beside OUT). ConfigError naming `what` (e.g. "study.name") otherwise."""
+    inside = os.path.normpath(os.path.join("parent", name)).startswith("parent" + os.sep)  # "." and ".." are not
+    if slug(name) != name or not inside:
+        raise ConfigError(f"{what} {name!r} is used as a folder name: use letters, digits and . _ + - only, and "
+                          f"not '.' or '..' (e.g. {slug(name).strip('.') or 'run'!r})")
+    return name
+
+
+def check_output_folder(path: str | Path, what: str = "--out") -> Path:
+    """`path` when results can be written there (it is a folder, or can be created as one); ConfigError before any
+    work starts otherwise, so a long run does not fail at its end. Nothing is created."""
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:  # the nearest part of the path already there
+        existing = existing.parent
+    if not existing.is_dir():
+        problem = "is a file, not a folder" if existing == path else f"cannot be created: {existing} is a file"
+        raise ConfigError(f"{what} {path}: {problem}; give a folder to write results in")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "" if existing == path else f" (inside {existing})"
+        raise ConfigError(f"{what} {path}: cannot write there{where}: permission denied or a read-only file "
+                          f"system; give a writable folder")
+    return path
+
+
 def default_run_name(cfg: RunConfig) -> str:
     if cfg.name:
-        return slug(cfg.name)
+        return check_folder_name(slug(cfg.name), "--name / name")
     if cfg.task == "svm":
         return slug(f"svm-{cfg.data.name}-{cfg.svm.features}-{cfg.svm.multi_class}")
     return slug(f"{cfg.task}-{cfg.data.name}-{cfg.model.name}-{cfg.loss.name}-{cfg.optim.name}")
@@ -212,6 +245,12 @@ class RunDir:
     def write_metrics(self, metrics: dict) -> Path:
         return atomic_write_json(self.path / "metrics.json", metrics)
 
+    def write_model_card(self, kind: str, class_names: list[str], inputs: dict, **files: str) -> Path:
+        """model.json: kind ('network' | 'svm'), class names, the inputs' preprocessing as trained (image size,
+        channels, per-channel mean / std on [0, 1]; for an svm, which features) and the model files' names."""
+        card = {"format": 1, "kind": kind, "class_names": list(class_names), "inputs": inputs, "files": files}
+        return atomic_write_json(self.path / MODEL_CARD, card)
+
     def write_table(self, name: str, rows: list[dict], fieldnames: list[str] | None = None) -> Path:
         return atomic_write_csv(self.tables / f"{name}.csv", rows, fieldnames)
 
@@ -229,23 +268,40 @@ class RunDir:
             from dlstudy.report import write_run_report  # late import: the report package builds on this module
 
             write_run_report(self.path)
+        (self.path / "error.txt").unlink(missing_ok=True)  # the error of an earlier attempt (now resumed) is stale
         atomic_write_text(self.path / DONE_MARKER, env["end_time"] + "\n")
 
     @property
     def is_done(self) -> bool:
-        return (self.path / DONE_MARKER).exists()
+        return is_finished(self.path)
+
+
+def is_finished(path: str | Path) -> bool:
+    """A complete run folder: DONE (written last) and a readable metrics.json. A run whose metrics.json was damaged
+    after it finished is not complete: a study runs it again instead of skipping it."""
+    path = Path(path)
+    if not (path / DONE_MARKER).is_file() or not (path / "metrics.json").is_file():
+        return False
+    try:
+        return isinstance(read_json(path / "metrics.json"), dict)
+    except (DlstudyError, OSError):
+        return False
 
 
 def new_run_dir(out: str | Path, cfg: RunConfig, exist_ok: bool = False) -> RunDir:
-    """OUT/<run-name>; when that folder already holds files (finished or not), a numbered sibling unless exist_ok."""
-    out = Path(out)
+    """OUT/<run-name>; when that folder already holds files (finished or not), a numbered sibling unless exist_ok.
+
+    ConfigError, before anything is written, when OUT or the run folder cannot be written (check_output_folder)."""
+    out = check_output_folder(out)
     base = default_run_name(cfg)
     path = out / base
     n = 1
-    while not exist_ok and path.exists() and any(path.iterdir()):
+    while not exist_ok and path.exists() and (not path.is_dir() or any(path.iterdir())):
+        if not path.is_dir() and path.name == base:
+            raise ConfigError(f"--name {base}: {path} is a file, not a run folder; choose another --name")
         n += 1
         path = out / f"{base}-{n}"
-    return RunDir(path)
+    return RunDir(check_output_folder(path, "run folder"))
 
 
 def resolve_device(name: str = "auto") -> str:

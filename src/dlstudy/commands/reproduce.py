@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         if not torch.cuda.is_available():
             log.warning("full budgets without a GPU: expect many hours on CPU (--tier cpu runs the same studies on "
                         "the real data in about an hour on 2 cores; --tier quick is the digits demo)")
+    args.interrupt_hint = "finished runs are kept: run the same command again to continue with the others"
     html_path, failures = run_reproduce(args.out, tier=tier, data_root=args.data_root, budget=args.budget,
                                         jobs=args.jobs, only=args.only, overrides=parse_overrides(args.overrides))
     print(f"report: {html_path}")

@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.overrides)
     if args.data_root is not None:
         overrides.setdefault("data", {})["root"] = args.data_root
+    args.interrupt_hint = "finished runs are kept: run the same command again to continue with the others"
     study_dir, results = run_study(args.study, args.out, overrides, jobs=args.jobs, seeds=args.seeds)
     failed = [r for r in results if not r.ok]
     print(study_dir / "report.md")

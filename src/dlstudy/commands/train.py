@@ -15,6 +15,7 @@ from pathlib import Path
 from dlstudy.commands.common import add_run_arguments, resolve_config
 from dlstudy.config import build_run_config, load_yaml_mapping, parse_overrides
 from dlstudy.errors import ConfigError
+from dlstudy.runs import check_output_folder
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ def _resume_config(args: argparse.Namespace):
     config_file = run_path / "config.yaml"
     if not config_file.is_file():
         raise ConfigError(f"--resume {run_path}: not a run folder (no {config_file})")
+    check_output_folder(run_path, "--resume")
     return run_path, build_run_config(load_yaml_mapping(config_file), parse_overrides(args.overrides),
                                       where=str(config_file))
 
@@ -66,7 +68,12 @@ def run(args: argparse.Namespace) -> int:
     info, _ = init_distributed(resolve_device(cfg.device))
     if run_path is None:  # rank 0 picks the (possibly numbered) folder name; the other ranks use the same one
         run_path = broadcast_object(str(new_run_dir(args.out, cfg).path) if info.is_main else None, info)
-    metrics = run_job(cfg, RunDir(Path(run_path)), resume=bool(args.resume))
+    try:
+        metrics = run_job(cfg, RunDir(Path(run_path)), resume=bool(args.resume))
+    except KeyboardInterrupt:
+        if info.is_main and (Path(run_path) / "checkpoints" / "last.pt").is_file():
+            args.interrupt_hint = f"to continue from the last finished epoch: dlstudy train --resume {run_path}"
+        raise
     if info.is_main:
         before = metrics["before"]["accuracy"] if metrics.get("before") else float("nan")
         print(f"{run_path}: test accuracy {before:.4f} before -> {metrics['accuracy']:.4f} after "

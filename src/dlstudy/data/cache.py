@@ -15,7 +15,7 @@ from dlstudy.data.sources import fingerprint
 from dlstudy.data.splits import RawData, Split
 
 log = logging.getLogger(__name__)
-CACHE_FORMAT = 1  # bump when the decoded content of any loader changes, so old cache files are ignored
+CACHE_FORMAT = 2  # bump when the decoded content of any loader changes, so old cache files are ignored
 
 
 def cache_dir(configured: str | None = None) -> Path:
@@ -38,12 +38,12 @@ def _pack(raw: RawData) -> dict:
     for part in ("pool", "test", "val"):
         split = getattr(raw, part)
         if split is not None:
-            out[part] = {"images": split.images.contiguous(), "labels": split.labels}
+            out[part] = {"images": split.images.contiguous(), "labels": split.labels, "ids": split.ids.tolist()}
     return out
 
 
 def _unpack(obj: dict) -> RawData:
-    parts = {p: Split(obj[p]["images"], obj[p]["labels"]) for p in ("pool", "test", "val") if p in obj}
+    parts = {p: Split(obj[p]["images"], obj[p]["labels"], obj[p]["ids"]) for p in ("pool", "test", "val") if p in obj}
     return RawData(class_names=list(obj["class_names"]), pool=parts["pool"], test=parts.get("test"), val=parts.get("val"))
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 
 import torch
 
-from dlstudy.data.sources import Tree, decode_images, is_image_name, probe_image
+from dlstudy.data.sources import IMAGE_EXTENSIONS, Tree, decode_images, is_image_name, probe_image
 from dlstudy.data.splits import RawData, Split
 from dlstudy.errors import DataError
+
+log = logging.getLogger(__name__)
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -21,6 +24,16 @@ def _scan(tree: Tree) -> dict[str, dict[str, list[str]]]:
         if len(parts) == 3 and parts[0] in SPLIT_NAMES and is_image_name(parts[2]) and not parts[2].startswith("."):
             found[parts[0]][parts[1]].append(name)
     return found
+
+
+def _warn_empty_class_folders(tree: Tree, found: dict[str, dict[str, list[str]]]) -> None:
+    """A `split/class/` folder without images is left out of the classes: say so, naming it."""
+    for folder in tree.folders():
+        parts = folder.split("/")
+        if len(parts) == 2 and parts[0] in SPLIT_NAMES and not parts[1].startswith(".") \
+                and parts[1] not in found.get(parts[0], {}):
+            log.warning("%s: class folder has no images (%s); left out of the classes", tree.describe(folder),
+                        ", ".join(e for e in IMAGE_EXTENSIONS[:4]) + ", ...")
 
 
 def _target(tree: Tree, first: str, image_size: int | None, mode: str | None) -> tuple[str, tuple[int, int]]:
@@ -40,7 +53,7 @@ def _decode_split(tree: Tree, per_class: dict[str, list[str]], class_index: dict
         names.extend(per_class[cls])
         labels.extend([class_index[cls]] * len(per_class[cls]))
     images = decode_images(tree, names, mode, size, desc=f"decoding {split}")
-    return Split(torch.from_numpy(images), torch.tensor(labels, dtype=torch.int64))
+    return Split(torch.from_numpy(images), torch.tensor(labels, dtype=torch.int64), names)
 
 
 def load_image_tree(tree: Tree, image_size: int | None, mode: str | None = None) -> RawData:
@@ -50,14 +63,24 @@ def load_image_tree(tree: Tree, image_size: int | None, mode: str | None = None)
     `image_size` squared, or to the first training image's size when `image_size` is None.
     """
     found = _scan(tree)
-    if not found.get("train"):
-        raise DataError(f"{tree.describe()}: no images found as train/<class>/<image> "
-                        f"(extensions {', '.join(('.jpg', '.png', '...'))})")
-    class_names = sorted(found["train"])
+    # a tree without train/ (only test/ and/or val/) can be evaluated on, not trained on: its pool stays empty
+    main = "train" if found.get("train") else next((s for s in ("test", "val") if found.get(s)), None)
+    if main is None:
+        raise DataError(f"{tree.describe()}: no images found as train/<class>/<image> (or test/<class>/<image> "
+                        f"for evaluation; extensions {', '.join(('.jpg', '.png', '...'))})")
+    _warn_empty_class_folders(tree, found)
+    class_names = sorted(found["train"]) if main == "train" else sorted(set(found.get("test", {})) |
+                                                                          set(found.get("val", {})))
+    if len(class_names) < 2:
+        raise DataError(f"{tree.describe(main)}: a classification dataset needs at least two classes (class "
+                        f"folders with images), found {len(class_names)}: {class_names}")
     class_index = {c: i for i, c in enumerate(class_names)}
-    first = found["train"][class_names[0]][0]
+    first = found[main][sorted(found[main])[0]][0]
     mode, size = _target(tree, first, image_size, mode)
     splits = {s: _decode_split(tree, found[s], class_index, mode, size, s) for s in SPLIT_NAMES if found.get(s)}
+    if "train" not in splits:
+        c = 1 if mode == "L" else 3
+        splits["train"] = Split(torch.zeros((0, c, size[1], size[0]), dtype=torch.uint8), torch.zeros(0))
     return RawData(class_names=class_names, pool=splits["train"], test=splits.get("test"), val=splits.get("val"))
 
 
@@ -131,7 +154,7 @@ def load_tiny_imagenet(tree: Tree, image_size: int | None) -> RawData:
     val_names, val_labels = _val_labels(tree, class_index)
     # some Tiny ImageNet JPEGs are grayscale: RGB conversion keeps every image 3-channel
     train = Split(torch.from_numpy(decode_images(tree, train_names, "RGB", size, "decoding train")),
-                  torch.tensor(train_labels, dtype=torch.int64))
+                  torch.tensor(train_labels, dtype=torch.int64), train_names)
     test = Split(torch.from_numpy(decode_images(tree, val_names, "RGB", size, "decoding val")),
-                 torch.tensor(val_labels, dtype=torch.int64))
+                 torch.tensor(val_labels, dtype=torch.int64), val_names)
     return RawData(class_names=_human_names(tree, wnids), pool=train, test=test)

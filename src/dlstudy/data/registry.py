@@ -95,7 +95,9 @@ def _is_tiny(path: Path) -> bool:
 
 
 def _is_imagefolder(path: Path) -> bool:
-    return (path / "train").is_dir() if path.is_dir() else is_archive(path)
+    if path.is_dir():  # a tree with only test/ (or val/) can be evaluated on
+        return any((path / split).is_dir() for split in folders.SPLIT_NAMES)
+    return is_archive(path)
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -232,7 +234,7 @@ def decode(spec: DatasetSpec, source: Path, image_size: int | None) -> RawData:
         for part in ("pool", "test", "val"):
             split = getattr(raw, part)
             if split is not None and tuple(split.images.shape[2:]) != (image_size, image_size):
-                setattr(raw, part, Split(resize_images(split.images, image_size), split.labels))
+                setattr(raw, part, Split(resize_images(split.images, image_size), split.labels, split.ids))
     return raw
 
 
@@ -248,9 +250,57 @@ def load_dataset(cfg) -> DatasetSplits:
     source = find_dataset(cfg)
     raw, from_cache = cached_decode(spec.name, source, cfg.image_size, lambda: decode(spec, source, cfg.image_size),
                                     cfg.cache_dir, cfg.cache)
+    if len(raw.pool) == 0:
+        raise DataError(f"{source}: no train/<class>/<image> images to train on (only {_official_parts(raw)}); "
+                        f"such a tree can be scored with `dlstudy evaluate RUN_DIR --data {spec.name} --data-root "
+                        f"{source} --split test`")
     train, val, test, notes = make_splits(raw, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
                                           split_seed=cfg.split_seed, max_train=cfg.max_train, max_eval=cfg.max_eval)
     mean, std = normalization_stats(cfg.normalize, train)
     notes.insert(0, f"source: {source}{' (decoded images from cache)' if from_cache else ''}")
     log.debug("%s: train %d, val %d, test %d", spec.name, len(train), len(val), len(test))
     return DatasetSplits(spec.name, list(raw.class_names), train, val, test, mean, std, str(source), notes)
+
+
+def _official_parts(raw: RawData) -> str:
+    return " and ".join(f"{p}/" for p in ("val", "test") if getattr(raw, p) is not None) or "nothing"
+
+
+EVAL_SPLITS = ("test", "val", "train", "all")
+
+
+def load_evaluation_split(cfg, split: str) -> tuple[Split, list[str], Path, list[str]]:
+    """(the images of `split`, class names, source, notes) of dataset `cfg` (a DataConfig), for scoring a run.
+
+    With a training pool the splits are made exactly as for training (same fractions, seeds and caps), so the
+    run's own data gives the run's own test split. A tree with only test/ and / or val/ (an imagefolder made for
+    evaluation) offers those. 'all' is every image of the dataset.
+    """
+    if split not in EVAL_SPLITS:
+        raise DataError(f"--split: expected one of {list(EVAL_SPLITS)}, got {split!r}")
+    spec = get_spec(cfg.name)
+    source = find_dataset(cfg)
+    raw, _ = cached_decode(spec.name, source, cfg.image_size, lambda: decode(spec, source, cfg.image_size),
+                           cfg.cache_dir, cfg.cache)
+    if len(raw.pool) == 0:
+        parts = {"test": raw.test, "val": raw.val}
+        notes = [f"{source} has no train/: its own {_official_parts(raw)} folders"]
+        if split == "all":
+            chosen = [p for p in (raw.val, raw.test) if p is not None]
+        elif parts.get(split) is None:
+            raise DataError(f"{source}: no {split}/ images to evaluate on (it holds {_official_parts(raw)}); "
+                            f"pass --split {'test' if raw.test is not None else 'val'} or --split all")
+        else:
+            chosen = [parts[split]]
+    else:
+        train, val, test, notes = make_splits(raw, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
+                                              split_seed=cfg.split_seed, max_train=cfg.max_train,
+                                              max_eval=cfg.max_eval)
+        chosen = [train, val, test] if split == "all" else [{"train": train, "val": val, "test": test}[split]]
+    chosen = [p for p in chosen if len(p)]
+    if not chosen:
+        raise DataError(f"{source}: the {split} split of {spec.name} is empty with these settings")
+    joined = chosen[0] if len(chosen) == 1 else Split(torch.cat([p.images for p in chosen]),
+                                                      torch.cat([p.labels for p in chosen]),
+                                                      np.concatenate([p.sample_ids() for p in chosen]))
+    return joined, list(raw.class_names), source, notes

@@ -44,6 +44,20 @@ class Tree:
         p = self.prefix
         return sorted(n[len(p):] for n in self._all_names() if n.startswith(p) and not n.endswith("/"))
 
+    def _dir_names(self) -> list[str]:
+        """Folders the source records on their own (so empty ones too), each ending in '/'."""
+        return [n for n in self._all_names() if n.endswith("/")]  # a zip's directory entries
+
+    def folders(self) -> list[str]:
+        """Every folder below the prefix, relative to it, without a trailing '/', sorted; empty folders included
+        where the source records them (on disk, or as a zip/tar directory entry)."""
+        p, found = self.prefix, set()
+        for name in self._all_names() + self._dir_names():
+            if name.startswith(p):
+                parts = name[len(p):].split("/")[:-1]  # the folders above a file; a 'dir/' entry is its own
+                found.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
+        return sorted(found)
+
     def read(self, name: str) -> bytes:
         try:
             return self._read_full(self.prefix + name)
@@ -76,14 +90,19 @@ class DirTree(Tree):
 
     def _all_names(self) -> list[str]:
         if self._names is None:
-            names = []
+            names, dirs = [], []
             for dirpath, dirnames, filenames in os.walk(self.location):
                 dirnames.sort()
                 rel = os.path.relpath(dirpath, self.location)
                 base = "" if rel == "." else rel.replace(os.sep, "/") + "/"
                 names.extend(base + f for f in filenames)
-            self._names = names
+                dirs.extend(base + d + "/" for d in dirnames)
+            self._names, self._dirs = names, dirs
         return self._names
+
+    def _dir_names(self) -> list[str]:
+        self._all_names()
+        return self._dirs
 
     def _read_full(self, full: str) -> bytes:
         return (self.location / full).read_bytes()
@@ -118,11 +137,14 @@ class TarTree(Tree):
     def __init__(self, location: Path):
         super().__init__(location)
         self._files: dict[str, bytes] = {}
+        self._dirs: list[str] = []
         try:
             with tarfile.open(location, "r:*") as tar:
                 for member in progress(tar, desc=f"reading {location.name}"):
                     if member.isfile():
                         self._files[member.name.removeprefix("./")] = tar.extractfile(member).read()
+                    elif member.isdir() and member.name.removeprefix("./").strip("/.") != "":
+                        self._dirs.append(member.name.removeprefix("./").rstrip("/") + "/")
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise DataError(f"{location}: not a readable tar archive (truncated or corrupt?): {exc}") from None
 
@@ -131,6 +153,9 @@ class TarTree(Tree):
 
     def _read_full(self, full: str) -> bytes:
         return self._files[full]
+
+    def _dir_names(self) -> list[str]:
+        return self._dirs
 
     def exists(self, name: str) -> bool:
         return (self.prefix + name) in self._files
@@ -178,6 +203,17 @@ def fingerprint(path: Path) -> str:
 # ------------------------------------------------------------------------------------------------ image decoding
 
 
+def _undecodable(where: str, data: bytes, exc: Exception) -> DataError:
+    """The error for an image PIL cannot read, naming the file (PIL's own message names an in-memory buffer)."""
+    from PIL import UnidentifiedImageError
+
+    if not data:
+        return DataError(f"{where}: cannot decode image: empty file (0 bytes)")
+    if isinstance(exc, UnidentifiedImageError):
+        return DataError(f"{where}: cannot decode image: not in a format PIL reads (corrupt, or not an image?)")
+    return DataError(f"{where}: cannot decode image (corrupt or truncated?): {exc}")
+
+
 def decode_image(data: bytes, where: str, mode: str, size: tuple[int, int] | None) -> np.ndarray:
     """One encoded image -> (H, W, C) uint8 in PIL `mode` ('L' or 'RGB'), resized to `size` (W, H) when it differs."""
     from PIL import Image, UnidentifiedImageError
@@ -189,7 +225,7 @@ def decode_image(data: bytes, where: str, mode: str, size: tuple[int, int] | Non
                 img = img.resize(size, Image.BILINEAR, reducing_gap=None)
             array = np.asarray(img, dtype=np.uint8)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"{where}: cannot decode image (corrupt or truncated?): {exc}") from None
+        raise _undecodable(where, data, exc) from None
     return array[:, :, None] if array.ndim == 2 else array
 
 
@@ -202,7 +238,7 @@ def probe_image(data: bytes, where: str) -> tuple[str, tuple[int, int]]:
             mode = "L" if img.mode in ("1", "L", "I;16", "I", "F") else "RGB"
             return mode, img.size
     except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{where}: cannot decode image: {exc}") from None
+        raise _undecodable(where, data, exc) from None
 
 
 def decode_images(tree: Tree, names: list[str], mode: str, size: tuple[int, int], desc: str = "decoding") -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from dlstudy.errors import DataError
@@ -20,6 +21,7 @@ class Split:
 
     images: torch.Tensor  # (N, C, H, W) uint8
     labels: torch.Tensor  # (N,) int64 in 0..K-1
+    ids: np.ndarray | None = None  # (N,) str: the file path inside the dataset, else "<official split>:<index>"
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
@@ -27,17 +29,31 @@ class Split:
         if self.labels.shape != (self.images.shape[0],):
             raise ValueError(f"Split.labels: expected shape ({self.images.shape[0]},), got {tuple(self.labels.shape)}")
         self.labels = self.labels.to(torch.int64)
+        if self.ids is not None:
+            self.ids = np.asarray(self.ids, dtype=str)
+            if self.ids.shape != (self.images.shape[0],):
+                raise ValueError(f"Split.ids: expected shape ({self.images.shape[0]},), got {self.ids.shape}")
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
     def subset(self, index: torch.Tensor) -> "Split":
         """The split restricted to `index` (1-D int64), in that order."""
-        return Split(self.images[index], self.labels[index])
+        ids = None if self.ids is None else self.ids[index.cpu().numpy()]
+        return Split(self.images[index], self.labels[index], ids)
+
+    def rows(self, start: int, stop: int) -> "Split":
+        """Rows start..stop-1 as views (no copy of the images)."""
+        ids = None if self.ids is None else self.ids[start:stop]
+        return Split(self.images[start:stop], self.labels[start:stop], ids)
 
     def to(self, device: str | torch.device) -> "Split":
         """The split on `device` (e.g. kept on the GPU once so batches are gathered there)."""
-        return Split(self.images.to(device), self.labels.to(device))
+        return Split(self.images.to(device), self.labels.to(device), self.ids)
+
+    def sample_ids(self) -> np.ndarray:
+        """(N,) str ids of the rows (their index when the loader gave none)."""
+        return self.ids if self.ids is not None else np.arange(len(self)).astype(str)
 
 
 @dataclass
@@ -78,6 +94,13 @@ class RawData:
     pool: Split  # the official training set, to be split into train/val (and test when there is no official one)
     test: Split | None = None  # official labelled test split
     val: Split | None = None  # official validation split (imagefolder `val/`), used instead of carving one out
+
+    def __post_init__(self) -> None:
+        # rows without a file path are named by their official split and index, so predictions can be traced back
+        for part, official in (("pool", "train"), ("test", "test"), ("val", "val")):
+            split = getattr(self, part)
+            if split is not None and split.ids is None:
+                split.ids = np.char.add(f"{official}:", np.arange(len(split)).astype(str))
 
 
 # ------------------------------------------------------------------------------------------------ stratified splits

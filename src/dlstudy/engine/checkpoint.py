@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from dlstudy.errors import WeightsError
+from dlstudy.models.weights import load_torch_file
 from dlstudy.runs import atomic_write_bytes
 
 
@@ -67,7 +68,4 @@ def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(f"checkpoint {path} cannot be loaded with torch.load(weights_only=True): {exc}") from None
+    return load_torch_file(path, "checkpoint")

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os
@@ -52,7 +51,7 @@ def train_subset(split, size: int, seed: int):
     if size <= 0:
         return None
     idx = torch.from_numpy(np.sort(np.random.default_rng(seed).choice(n, min(size, n), replace=False)))
-    return dataclasses.replace(split, images=split.images[idx], labels=split.labels[idx])
+    return split.subset(idx.to(split.images.device))
 
 
 class Session:
@@ -74,9 +73,7 @@ class Session:
         self.data = load_dataset(cfg.data)
         if device.startswith("cuda"):  # uint8 splits on the GPU: batches are indexed there, no host copies
             for name in ("train", "val", "test"):
-                split = getattr(self.data, name)
-                setattr(self.data, name, dataclasses.replace(split, images=split.images.to(device),
-                                                             labels=split.labels.to(device)))
+                setattr(self.data, name, getattr(self.data, name).to(device))
         c, h, _ = self.data.image_shape
         self.model = build_model(cfg.model, self.data.num_classes, c, h).to(device)
         if cfg.train.channels_last:
@@ -162,27 +159,33 @@ class Session:
                         objective=self.objective if objective else None, info=self.info,
                         amp_dtype=self.amp_dtype, channels_last=self.cfg.train.channels_last)
 
-    def evaluate_test(self, run_dir: RunDir | None = None):
-        """Test metrics with the configured classifier: the head, or svm/knn fitted on train embeddings.
+    def evaluate_test(self, run_dir: RunDir | None = None) -> tuple[dict, np.ndarray, np.ndarray, dict]:
+        """(metrics, y_score, y_true, extras) on the test split with the configured classifier: the head, or an
+        svm / knn fitted on train embeddings (dlstudy.losses.evaluate_model_embeddings, the one embedding path).
 
-        Embedding classifiers also save the test embeddings (embeddings_test.pt) for the losses study's PCA figure.
+        extras: "scores_val" (val scores of the same classifier, when val has images) and "svm" (a fitted
+        embedding LinearSVM, else None). Embedding classifiers also save embeddings_test.pt for the PCA figure.
         """
         if self.cfg.eval.classifier == "head":
-            return self.evaluate(self.data.test)
-        from dlstudy.losses import evaluate_embeddings, save_test_embeddings
+            metrics, y_score, y_true = self.evaluate(self.data.test)
+            extras = {"svm": None}
+            if len(self.data.val.labels):
+                extras["scores_val"] = self.evaluate(self.data.val, objective=False)[1]
+            return metrics, y_score, y_true, extras
+        from dlstudy.losses import evaluate_model_embeddings, save_test_embeddings
 
-        kw = dict(mean=self.data.mean, std=self.data.std, device=self.device, info=self.info,
-                  batch_size=self.cfg.train.eval_batch_size, amp_dtype=self.amp_dtype,
-                  output="embedding" if self.model.embedding is not None else "features")
-        train_emb, train_y, _ = predict(self.model, self.data.train, **kw)
-        test_emb, test_y, _ = predict(self.model, self.data.test, **kw)
-        val = None
-        if self.cfg.eval.classifier == "svm" and len(self.cfg.svm.C) > 1:  # C chosen on val embeddings
-            val_emb, val_y, _ = predict(self.model, self.data.val, **kw)
-            val = (val_emb, val_y)
+        extras: dict = {}
+        metrics, y_score, y_true = evaluate_model_embeddings(
+            self.model, self.data, self.cfg, self.device, self.cfg.train.eval_batch_size, extras, info=self.info,
+            amp_dtype=self.amp_dtype)
         if run_dir is not None and self.info.is_main and self.cfg.eval.save_embeddings:
-            save_test_embeddings(run_dir.path, test_emb, test_y)
-        return evaluate_embeddings(train_emb, train_y, test_emb, test_y, self.cfg, self.data.class_names, val)
+            save_test_embeddings(run_dir.path, extras["embeddings_test"], extras["labels_test"])
+        return metrics, y_score, y_true, extras
+
+    def model_inputs(self) -> dict:
+        """The preprocessing the model was trained with, for model.json (statistics of this run's train split)."""
+        c, h, w = self.data.image_shape
+        return {"image_size": [h, w], "channels": c, "mean": list(self.data.mean), "std": list(self.data.std)}
 
     # ------------------------------------------------------------------------------------------------ training
 
@@ -286,6 +289,8 @@ class Session:
     def fit(self, run_dir: RunDir, resume: bool = False) -> dict:
         """Before-evaluation, the epochs, then the after-evaluation of the best weights; returns metrics.json."""
         last = run_dir.path / "checkpoints" / "last.pt"
+        if self.info.is_main:  # first: a run that fails later can still be loaded from its best.pt
+            self._write_model_card(run_dir)
         if resume and last.is_file():
             self.resume_from(last)
         elif resume:
@@ -298,12 +303,34 @@ class Session:
             self.run_epoch(epoch, run_dir)
         if self.best_model is not None:
             self.model.load_state_dict(self.best_model)
-        after, y_score, y_true = self.evaluate_test(run_dir)
+        after, y_score, y_true, extras = self.evaluate_test(run_dir)
         log.info("after training (best epoch %d): test accuracy %.4f", self.state["best_epoch"], after["accuracy"])
         metrics = self._metrics(after)
         if self.info.is_main:
+            self._write_predictions(run_dir, y_score, y_true, after["score_kind"], extras)
             self._write_results(run_dir, metrics, y_score, y_true)
         return metrics
+
+    def _write_model_card(self, run_dir: RunDir, svm: str | None = None) -> None:
+        files = {"checkpoint": "checkpoints/best.pt"} if self.cfg.train.checkpoint else {}
+        if svm:
+            files["svm"] = svm
+        run_dir.write_model_card("network", self.data.class_names, self.model_inputs(), **files)
+
+    def _write_predictions(self, run_dir: RunDir, y_score, y_true, score_kind: str, extras: dict) -> None:
+        """predictions.npz (test) and predictions_val.npz; an embedding SVM is saved beside them (model.json)."""
+        from dlstudy.predictions import make_predictions, write_predictions
+
+        names = self.data.class_names
+        write_predictions(run_dir.file("predictions.npz"),
+                          make_predictions(y_true, y_score, score_kind, names, self.data.test.sample_ids()))
+        if extras.get("scores_val") is not None:
+            write_predictions(run_dir.file("predictions_val.npz"),
+                              make_predictions(self.data.val.labels.cpu().numpy(), extras["scores_val"], score_kind,
+                                               names, self.data.val.sample_ids()))
+        if extras.get("svm") is not None:
+            extras["svm"].save(run_dir.file("svm_model.npz"))
+            self._write_model_card(run_dir, svm="svm_model.npz")
 
     def _metrics(self, after: dict) -> dict:
         st = self.state
@@ -313,6 +340,7 @@ class Session:
                    "epochs": len(st["history"]), "train_time_s": st["elapsed_s"],
                    "images_per_s": images / st["elapsed_s"] if st["elapsed_s"] > 0 else None,
                    "world_size": self.info.world_size, "classifier": self.cfg.eval.classifier,
+                   "score_kind": after["score_kind"],
                    "data": self.data.sizes()}
         for key in ("retrieval", "collapse"):  # embedding classifiers add these; the losses study reports them
             if key in after:

@@ -9,7 +9,6 @@ metrics.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import time
 from typing import Iterable
@@ -165,7 +164,7 @@ def predict(model: nn.Module, split, *, mean, std, device, batch_size: int = 512
         raise ValueError(f"cannot evaluate a split of {len(split.labels)} image(s) on {info.world_size} process(es): "
                          f"every process needs at least one (check data.val_fraction / data.max_eval)")
     start, stop = shard_range(len(split.labels), info)
-    shard = dataclasses.replace(split, images=split.images[start:stop], labels=split.labels[start:stop])
+    shard = split.rows(start, stop)
     was_training = model.training
     model.eval()
     if objective is not None:

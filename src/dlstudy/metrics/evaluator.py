@@ -1,8 +1,9 @@
 """`Evaluator`: gather per-batch scores and labels, then compute the `metrics.json` dict in one go.
 
-State is only the float32 (N, K) probability buffer and the (N,) int64 labels: every metric is a pure function
-of those two, called once in `compute()`. Logits are turned into softmax probabilities at `update` time (ROC AUC
-of one-vs-rest is not invariant to a per-row softmax, so we fix the convention: AUC is over probabilities).
+State is only the float32 (N, K) score buffer and the (N,) int64 labels: every metric is a pure function
+of those two, called once in `compute()`. The kind of score is explicit, because one-vs-rest ROC AUC is not
+invariant to a per-row softmax: 'logits' are turned into softmax probabilities at `update` time, 'probabilities'
+are kept, 'margins' (an SVM's decision values) are ranked as they are. `metrics["score_kind"]` says which.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from dlstudy.metrics._validate import check_labels, check_scores, is_tensor, to_
 from dlstudy.metrics.classification import prf_from_confusion, top_k_accuracy_score
 from dlstudy.metrics.ranking import micro_auc, ovr_auc_per_class, _warn_undefined
 
-_SCORE_KINDS = ("auto", "logits", "probs")
+SCORE_KINDS = ("probabilities", "margins", "logits")  # what compute_metrics takes
+_EVALUATOR_KINDS = ("auto", *SCORE_KINDS, "probs")  # "probs": the older spelling of "probabilities"
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -36,8 +38,8 @@ class Evaluator:
     >>> ev.update(logits_batch, labels_batch)      # (B, 3) logits or probabilities, (B,) labels 0..2
     >>> metrics = ev.compute()                      # dict with every key of dlstudy.runs.METRIC_KEYS
 
-    scores: 'auto' (probabilities if the first batch's rows are in [0, 1] and sum to 1, else logits), 'logits'
-    or 'probs'. After `compute()` (or any time) `y_true_` (N,) and `y_score_` (N, K) float32 feed ROC plots.
+    scores: 'auto' (probabilities if the first batch's rows are in [0, 1] and sum to 1, else logits), 'logits',
+    'probabilities' ('probs') or 'margins'. After `compute()` (or any time) `y_true_` (N,) and `y_score_` (N, K) float32 feed ROC plots.
     """
 
     def __init__(self, num_classes: int, class_names: Sequence[str] | None = None, scores: str = "auto"):
@@ -45,11 +47,11 @@ class Evaluator:
             raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"class_names has {len(class_names)} entries but num_classes={num_classes}")
-        if scores not in _SCORE_KINDS:
-            raise ValueError(f"scores must be one of {_SCORE_KINDS}, got {scores!r}")
+        if scores not in _EVALUATOR_KINDS:
+            raise ValueError(f"scores must be one of {_EVALUATOR_KINDS[:-1]}, got {scores!r}")
         self.num_classes = int(num_classes)
         self.class_names = [str(c) for c in class_names] if class_names is not None else None
-        self.scores = scores
+        self.scores = "probabilities" if scores == "probs" else scores
         self.reset()
 
     def reset(self) -> None:
@@ -75,12 +77,17 @@ class Evaluator:
         if not (np.isfinite(s.min()) and np.isfinite(s.max())):
             raise ValueError("y_score contains NaN or inf (did training diverge?)")
         if self._kind is None:
-            self._kind = "probs" if _looks_like_probs(s) else "logits"
-        elif self._kind == "probs" and not _looks_like_probs(s):
+            self._kind = "probabilities" if _looks_like_probs(s) else "logits"
+        elif self._kind == "probabilities" and not _looks_like_probs(s):
             raise ValueError("a batch's rows are not probabilities (in [0, 1], summing to 1) but earlier batches "
                              "were treated as probabilities; pass scores='logits' or 'probs' explicitly")
         self._scores.append(_softmax(s.copy()) if self._kind == "logits" else np.array(s, dtype=np.float32))
         self._labels.append(y.astype(np.int64))
+
+    @property
+    def score_kind(self) -> str:
+        """What y_score_ holds: 'probabilities' (given, or softmax of logits) or 'margins'."""
+        return "margins" if self._kind == "margins" else "probabilities"
 
     @property
     def n_samples(self) -> int:
@@ -94,7 +101,7 @@ class Evaluator:
 
     @property
     def y_score_(self) -> np.ndarray:
-        """(N, K) float32 probabilities gathered so far."""
+        """(N, K) float32 scores gathered so far (probabilities, or margins for scores='margins')."""
         self._consolidate()
         return self._scores[0] if self._scores else np.zeros((0, self.num_classes), dtype=np.float32)
 
@@ -108,13 +115,22 @@ class Evaluator:
         """The metrics dict (keys of dlstudy.runs.METRIC_KEYS plus extras); NaN where undefined."""
         if not self._labels:
             raise ValueError("Evaluator.compute() called before any update(): no samples to evaluate")
-        return compute_metrics(self.y_true_, self.y_score_, self.class_names)
+        return compute_metrics(self.y_true_, self.y_score_, self.class_names, scores=self.score_kind)
 
 
-def compute_metrics(y_true: np.ndarray, y_score: np.ndarray, class_names: Sequence[str] | None = None) -> dict:
-    """The metrics.json dict from (N,) labels 0..K-1 and (N, K) scores (any finite scores: ROC AUC ranks them
-    as given, e.g. an SVM's margins; predictions are their argmax)."""
+def compute_metrics(y_true: np.ndarray, y_score: np.ndarray, class_names: Sequence[str] | None = None, *,
+                    scores: str = "probabilities") -> dict:
+    """The metrics.json dict from (N,) labels 0..K-1 and (N, K) scores; predictions are their argmax.
+
+    scores: 'probabilities' and 'margins' (e.g. an SVM's decision values) are ranked as given by ROC AUC;
+    'logits' get a softmax first (float32, as Evaluator does). The dict's "score_kind" records which it was.
+    """
+    if scores not in SCORE_KINDS:
+        raise ValueError(f"scores must be one of {SCORE_KINDS}, got {scores!r}")
     y_score = to_numpy(check_scores(y_score, ndim=(2,)))
+    if scores == "logits":
+        y_score = _softmax(y_score.astype(np.float32))
+        scores = "probabilities"
     y_true = check_labels(y_true, "y_true", y_score.shape[1])
     if y_true.shape[0] != y_score.shape[0]:
         raise ValueError(f"y_true has {y_true.shape[0]} samples but y_score has {y_score.shape[0]} rows")
@@ -140,7 +156,7 @@ def compute_metrics(y_true: np.ndarray, y_score: np.ndarray, class_names: Sequen
         "num_classes": k, "class_names": names, "n_samples": n,
         "balanced_accuracy": float(np.nanmean(per_class_acc)) if (~np.isnan(per_class_acc)).any() else float("nan"),
         "precision_per_class": prec.tolist(), "recall_per_class": rec.tolist(), "f1_per_class": f1.tolist(),
-        "support_per_class": support.tolist(),
+        "support_per_class": support.tolist(), "score_kind": scores,
     }
     if k > 5:
         out["top5_accuracy"] = top_k_accuracy_score(y_true, y_score, k=5)

@@ -48,11 +48,42 @@ def imagenet_file(spec) -> tuple[str, str, Path]:
     return url, url.rsplit("/", 1)[-1], Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def _load_file(path: Path) -> dict:
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")  # torch.save's zip format; a legacy (protocol >= 2) pickle
+
+
+def load_torch_file(path: str | Path, what: str = "weights file") -> object:
+    """torch.load(weights_only=True) of `path`: tensors, containers and numbers only, no code runs.
+
+    WeightsError naming the file and what it holds instead of torch's own message, which suggests retrying with
+    weights_only=False: a file that refers to other Python objects cannot be loaded safely and is refused.
+    """
+    path = Path(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt file, pickle with disallowed globals, not a torch file
-        raise WeightsError(f"weights file {path} cannot be loaded with torch.load(weights_only=True): {exc}") from None
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        raise WeightsError(f"{what} {path} cannot be opened: {exc.strerror or exc}") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for files it cannot read
+        if not head:
+            problem = "is empty (0 bytes)"
+        elif not head.startswith(_TORCH_MAGIC):
+            problem = f"is not a file written by torch.save (it starts with {head!r})"
+        elif "GLOBAL" in str(exc) or "Unsupported global" in str(exc):
+            found = re.search(r"GLOBAL ([\w.]+)|global: ([\w.]+)", str(exc))
+            name = f" ({next(g for g in found.groups() if g)})" if found else ""
+            problem = (f"is not a plain state dict or checkpoint: it refers to Python objects{name} beyond "
+                       f"tensors and containers, so it cannot be loaded safely and is refused")
+        else:
+            problem = (f"cannot be read safely ({type(exc).__name__}: truncated, damaged, or a pickle torch.save "
+                       f"did not write)")
+        raise WeightsError(f"{what} {path} {problem}; expected a state dict (name -> tensor) or a dlstudy "
+                           f"checkpoint") from None
+
+
+def _load_file(path: Path) -> dict:
+    obj = load_torch_file(path)
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]  # a dlstudy checkpoint
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

@@ -47,7 +47,10 @@ def load_arm_run(path: str | Path, arm: str | None = None, seed: int | None = No
         raise DlstudyError(f"{path}: no metrics.json (not a finished run folder)")
     config: dict = {}
     if (path / "config.yaml").is_file():
-        config = yaml.safe_load((path / "config.yaml").read_text()) or {}
+        try:
+            config = yaml.safe_load((path / "config.yaml").read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise DlstudyError(f"{path / 'config.yaml'}: not valid YAML (damaged?): {exc}") from None
     history = []
     if (path / "history.csv").is_file():
         history = [{k: _number(v) for k, v in row.items()} for row in read_csv(path / "history.csv")]
@@ -55,8 +58,11 @@ def load_arm_run(path: str | Path, arm: str | None = None, seed: int | None = No
         seed = config.get("seed")
         if seed is None and path.name.startswith("seed-"):
             seed = int(path.name[len("seed-"):])
+    metrics = read_json(metrics_path)  # DlstudyError naming the file when it is damaged
+    if not isinstance(metrics, dict) or not isinstance(config, dict):
+        raise DlstudyError(f"{path}: metrics.json and config.yaml must each hold a mapping")
     return ArmRun(arm=arm or path.parent.name, seed=int(seed or 0), path=path, config=config,
-                  metrics=read_json(metrics_path), history=history)
+                  metrics=metrics, history=history)
 
 
 def mean_std(values: Iterable[float | None]) -> tuple[float, float]:

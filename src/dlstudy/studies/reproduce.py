@@ -14,14 +14,13 @@ wheel carries them; the repository's top-level `studies/` is a link to that fold
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from dlstudy.errors import ConfigError, DlstudyError
-from dlstudy.runs import atomic_write_json, environment_info, resolve_device
+from dlstudy.runs import atomic_write_json, check_output_folder, environment_info, read_json, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +50,8 @@ SECTIONS = (
 BUDGETS: dict[str, dict] = {
     "tiny": {  # CI's end-to-end check: every code path once, numbers meaningless
         "seeds": [0],
-        "overrides": {"train": {"epochs": 1, "max_steps_per_epoch": 4, "train_eval_subset": 64,
+        # warm-up 0: a study's warm-up epoch would leave the one epoch no cosine decay (an invalid config)
+        "overrides": {"train": {"epochs": 1, "warmup_epochs": 0.0, "max_steps_per_epoch": 4, "train_eval_subset": 64,
                                 "eval_batch_size": 256},
                       "data": {"max_train": 240, "max_eval": 120},
                       "svm": {"C": [1.0], "max_iter": 100, "n_components": 200}},
@@ -90,6 +90,7 @@ def _plan(sections, tier: str, overrides: dict, seeds: list[int] | None, out: Pa
         if seeds:
             study.seeds = list(seeds)
         tasks = plan_study(study, out, overrides, source=str(path))
+        check_output_folder(Path(out) / study.name, "study folder")
         planned.append((section, path, study, tasks))
         needs[section.study], names[study.name] = referenced_studies(study), section.study
     for section, path, *_ in planned:
@@ -133,6 +134,7 @@ def run_reproduce(out: str | Path, tier: str = "full", data_root: str | None = N
         layer = deep_merge(layer, BUDGETS[budget]["overrides"])
     layer = deep_merge(layer, overrides or {})
     seeds = BUDGETS[budget]["seeds"] if budget else None
+    check_output_folder(out)
     planned = _plan(sections, tier, layer, seeds, out)
     estimates = _announce(planned, out, tier, budget)
     record = {"tier": tier, "budget": budget, "data_root": data_root, "overrides": layer,
@@ -189,4 +191,4 @@ def load_record(out: Path) -> dict:
     path = Path(out) / "reproduce.json"
     if not path.is_file():
         raise DlstudyError(f"{out}: not a `dlstudy reproduce` folder (no reproduce.json)")
-    return json.loads(path.read_text())
+    return read_json(path)

@@ -45,6 +45,8 @@ def ours_for_key(key: str, by_arm: dict[str, list[ArmRun]]) -> str | None:
     if arm is None and any(p == "arms" for p in parts):
         return "—"  # an arm of the reference we did not run
     candidates = [arm] if arm else list(by_arm)
+    if not candidates:
+        return "—"  # no finished run (e.g. every run of the study failed)
     scored = []
     for candidate in candidates:
         numbers = [v for v in _arm_values(by_arm[candidate], name, block) if isinstance(v, (int, float))]

@@ -30,8 +30,8 @@ import yaml
 from dlstudy.config import (ArmConfig, RunConfig, StudyConfig, build_run_config, dump_yaml, from_dict,
                             load_yaml_mapping, to_dict)
 from dlstudy.errors import ConfigError
-from dlstudy.runs import (DONE_MARKER, RunDir, atomic_write_json, atomic_write_text, environment_info,
-                          resolve_device, slug)
+from dlstudy.runs import (RunDir, atomic_write_json, atomic_write_text, check_folder_name, check_output_folder,
+                          environment_info, is_finished, resolve_device, slug)
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class RunTask:
 
     @property
     def done(self) -> bool:
-        return (self.path / DONE_MARKER).is_file()
+        return is_finished(self.path)
 
 
 @dataclass
@@ -78,9 +78,10 @@ def load_study(path: str | Path) -> StudyConfig:
         raise ConfigError(f"{path}: study.kind: unknown kind {study.kind!r}; valid kinds are {sorted(KINDS)}")
     if not study.seeds:
         raise ConfigError(f"{path}: study.seeds is empty; give at least one seed, e.g. seeds: [0]")
-    if slug(study.name) != study.name:
-        raise ConfigError(f"{path}: study.name {study.name!r} is used as a folder name; "
-                          f"use letters, digits and . _ + - only (e.g. {slug(study.name)!r})")
+    try:
+        check_folder_name(study.name, "study.name")
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     return study
 
 
@@ -100,10 +101,11 @@ def expand_arms(study: StudyConfig) -> list[ArmConfig]:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(f"study {study.name!r}: arm names must be unique, repeated: {dupes}")
-    bad = [n for n in names if slug(n) != n]
-    if bad:
-        raise ConfigError(f"study {study.name!r}: arm names are folder names; use letters, digits and . _ + - "
-                          f"only, got {bad}")
+    for name in names:  # arm names given in the file and those the grid made
+        try:
+            check_folder_name(name, "arm name")
+        except ConfigError as exc:
+            raise ConfigError(f"study {study.name!r}: {exc}") from None
     return arms
 
 
@@ -293,7 +295,7 @@ def apply_lr_search(cfg: RunConfig, search_dir: Path) -> RunConfig:
 
         path = search_dir / f"lr-{candidate.optim.lr:g}"
         metrics = {}
-        if not (path / DONE_MARKER).is_file() or _config_differs(path, candidate):  # finished candidates are reused
+        if not is_finished(path) or _config_differs(path, candidate):  # finished candidates are reused
             metrics = run_job(candidate, RunDir(path), resume=False)
         history = load_arm_run(path).history if (path / "metrics.json").is_file() else []
         return history or metrics
@@ -371,7 +373,7 @@ def run_study(study_path: str | Path, out: str | Path, overrides: dict | None = 
     if seeds:
         study.seeds = list(seeds)
     tasks = plan_study(study, out, overrides, source=str(study_path))  # validates every arm before running
-    study_dir = Path(out) / study.name
+    study_dir = check_output_folder(check_output_folder(out) / study.name, "study folder")  # before any run
     write_study_files(study_dir, study, overrides)
     todo = [t for t in tasks if not t.done]
     for t in tasks:

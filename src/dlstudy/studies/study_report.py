@@ -12,7 +12,7 @@ import yaml
 from dlstudy.config import StudyConfig, from_dict
 from dlstudy.errors import DlstudyError
 from dlstudy.report import Block, Code, Heading, Link, Paragraph, Table, write_report
-from dlstudy.runs import DONE_MARKER, atomic_write_csv
+from dlstudy.runs import DONE_MARKER, atomic_write_csv, read_json
 from dlstudy.studies import KINDS, get_summarizer
 from dlstudy.studies.records import ArmRun, load_arm_run
 
@@ -33,12 +33,15 @@ def load_study_dir(study_dir: Path) -> tuple[StudyConfig, dict]:
     study = from_dict(StudyConfig, yaml.safe_load((study_dir / "study.yaml").read_text()) or {},
                       f"{study_dir / 'study.yaml'}")
     env_path = study_dir / "env.json"
-    env = json.loads(env_path.read_text()) if env_path.is_file() else {}
+    env = read_json(env_path) if env_path.is_file() else {}
     return study, env
 
 
 def collect_runs(study_dir: Path, study: StudyConfig) -> tuple[list[ArmRun], list[tuple[str, int, str]]]:
-    """Finished runs in study order, and (arm, seed, status) of every planned run."""
+    """Finished runs in study order, and (arm, seed, status) of every planned run.
+
+    A finished run whose files cannot be read (a damaged metrics.json) is left out of the numbers with status
+    "unreadable" and a warning naming the file; `dlstudy run` redoes it."""
     from dlstudy.studies.runner import expand_arms
 
     runs, status = [], []
@@ -46,8 +49,12 @@ def collect_runs(study_dir: Path, study: StudyConfig) -> tuple[list[ArmRun], lis
         for seed in study.seeds:
             path = study_dir / arm.name / f"seed-{seed}"
             if (path / DONE_MARKER).is_file() and (path / "metrics.json").is_file():
-                runs.append(load_arm_run(path, arm.name, seed))
-                status.append((arm.name, seed, "finished"))
+                try:
+                    runs.append(load_arm_run(path, arm.name, seed))
+                    status.append((arm.name, seed, "finished"))
+                except DlstudyError as exc:
+                    log.warning("%s; run marked unreadable in the report (`dlstudy run` redoes it)", exc)
+                    status.append((arm.name, seed, "unreadable"))
             elif (path / "error.txt").is_file():
                 status.append((arm.name, seed, "failed"))
             else:
@@ -98,6 +105,7 @@ def build_study_report(study_dir: str | Path) -> tuple[list[Block], list[dict]]:
     kind_blocks, rows = _summarize(study_dir, study, runs)
     n_arms = len({a for a, _, _ in status})
     failed = [f"{a}/seed-{s}" for a, s, st in status if st == "failed"]
+    unreadable = [f"{a}/seed-{s}" for a, s, st in status if st == "unreadable"]
     blocks: list[Block] = [Heading(f"Study {study.name}", 1)]
     if study.description:
         blocks.append(Paragraph(study.description.strip()))
@@ -107,6 +115,9 @@ def build_study_report(study_dir: str | Path) -> tuple[list[Block], list[dict]]:
                             f"over seeds (sample std)."))
     if failed:
         blocks.append(Paragraph(f"Failed runs (see their error.txt): {', '.join(failed)}."))
+    if unreadable:
+        blocks.append(Paragraph(f"Unreadable runs (finished, but metrics.json or config.yaml is damaged; left out "
+                                f"of the numbers, `dlstudy run` redoes them): {', '.join(unreadable)}."))
     blocks += [Heading("Results", 2)] + [_demote(b) for b in kind_blocks]
     blocks += [Heading("Runs", 2), _runs_table(status, runs, study_dir)]
     blocks += [Heading("Study file", 2), Code((study_dir / "study.yaml").read_text(), "yaml")]

@@ -16,8 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import io
+import json
 import math
 import warnings
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -84,21 +88,25 @@ class LinearSVM:
     max_iter (Newton iterations), random_state (RFF draw), device ('cpu' | 'cuda' | 'auto'), dtype ('float64' |
     'float32': faster, and precise enough for squared hinge; the smoothed losses want float64), batch_size (None: X on the device at once; else rows streamed in chunks of this size, for data larger
     than device memory), kernel ('linear' | 'rbf' via random Fourier features), gamma (None: 1 / (D * X.var())),
-    n_components (number of random features for 'rbf').
+    n_components (number of random features for 'rbf'), standardize (z-score each input column with the training
+    mean and population std, a constant column's std taken as 1; applied again by every prediction method).
 
     Fitted: coef_ (K, D') (D' = n_components for 'rbf'), intercept_ (K,), classes_, n_iter_, objective_,
-    dual_gap_, converged_, temperature_ and calibration_ ('train' or 'heldout') for predict_proba.
+    dual_gap_, converged_, temperature_ and calibration_ ('train' or 'heldout') for predict_proba; mean_ and
+    scale_ (D,) with standardize; gamma_, rff_omega_, rff_beta_ for 'rbf'. `save(path)` / `LinearSVM.load(path)`
+    keep all of it in a NumPy .npz that loads without pickle.
     """
 
     def __init__(self, C: float = 1.0, multi_class: str = "ovr", loss: str = "squared_hinge",
                  fit_intercept: bool = True, class_weight=None, tol: float = 1e-3, max_iter: int = 1000,
                  random_state: int | None = None, device: str = "cpu", dtype: str = "float64",
                  batch_size: int | None = None, kernel: str = "linear", gamma: float | None = None,
-                 n_components: int = 2000):
+                 n_components: int = 2000, standardize: bool = False):
         self.C, self.multi_class, self.loss, self.fit_intercept = C, multi_class, loss, fit_intercept
         self.class_weight, self.tol, self.max_iter, self.random_state = class_weight, tol, max_iter, random_state
         self.device, self.dtype, self.batch_size = device, dtype, batch_size
         self.kernel, self.gamma, self.n_components = kernel, gamma, n_components
+        self.standardize = standardize
 
     # ------------------------------------------------------------------------------------------ estimator contract
 
@@ -161,11 +169,29 @@ class LinearSVM:
             return np.array([float(self.class_weight.get(c, 1.0)) for c in self.classes_.tolist()])
         raise ValueError(f"LinearSVM: class_weight must be None, 'balanced' or a dict, got {self.class_weight!r}")
 
-    def _features(self, X: torch.Tensor) -> torch.Tensor:
-        """The solver's inputs: X itself, or its random Fourier features for kernel='rbf'."""
-        if self.kernel == "linear":
+    def _standardized(self, X: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+        """(X - mean_) / scale_ in X's dtype (in place only when X is our own copy), or X without standardize."""
+        if not self.standardize:
             return X
-        return rff_transform(X, self.rff_omega_, self.rff_beta_)
+        mean, scale = torch.from_numpy(self.mean_).to(X.dtype), torch.from_numpy(self.scale_).to(X.dtype)
+        return (X.sub_(mean) if inplace else X.sub(mean)).div_(scale)
+
+    def _features(self, X: torch.Tensor) -> torch.Tensor:
+        """The solver's inputs: X (standardised if asked), or its random Fourier features for kernel='rbf'."""
+        Z = self._standardized(X)
+        if self.kernel == "linear":
+            return Z
+        return rff_transform(Z, self.rff_omega_, self.rff_beta_)
+
+    def _fit_standardization(self, X: torch.Tensor) -> None:
+        """mean_, scale_ (D,) float64: column mean and population std (ddof 0), 1 where a column is constant."""
+        mean = X.mean(0, dtype=torch.float64)
+        var = torch.zeros_like(mean)
+        for i in range(0, X.shape[0], 8192):  # chunked: never a second (N, D) float64 copy
+            var += (X[i:i + 8192].to(torch.float64) - mean).square().sum(0)
+        std = (var / X.shape[0]).sqrt()
+        std[std < 1e-12] = 1.0
+        self.mean_, self.scale_ = mean.numpy(), std.numpy()
 
     def fit(self, X, y) -> "LinearSVM":
         """Fit on X (N, D) and labels y (N,) of any sortable type; returns self."""
@@ -181,12 +207,17 @@ class LinearSVM:
             raise ValueError(f"LinearSVM.fit: y needs at least 2 classes, got {len(self.classes_)} "
                              f"({self.classes_.tolist()})")
         self.n_features_in_ = X_t.shape[1]
+        if self.standardize:
+            self._fit_standardization(X_t)
+            X_t = self._standardized(X_t, inplace=_data_ptr(X) != X_t.data_ptr())  # never the caller's array
+        F = X_t  # (N, D') what the solver sees
         if self.kernel == "rbf":
             self.gamma_ = float(self.gamma) if self.gamma is not None else default_gamma(X_t)
             self.rff_omega_, self.rff_beta_ = sample_rff(X_t.shape[1], int(self.n_components), self.gamma_,
                                                          self.random_state, dtype)
-        self._solve(self._features(X_t), y_idx, dtype)
-        train_scores = np.asarray(self.decision_function(X_t))  # (N, K), reused: one pass over the training set
+            F = rff_transform(X_t, self.rff_omega_, self.rff_beta_)
+        self._solve(F, y_idx, dtype)
+        train_scores = self._scores(F)  # (N, K), reused: one pass over the training set
         self.temperature_ = self._fit_temperature(train_scores, y_idx)
         self.train_accuracy_ = float((train_scores.argmax(axis=1) == y_idx).mean())
         self.calibration_ = "train"
@@ -225,8 +256,10 @@ class LinearSVM:
         if X_t.shape[1] != self.n_features_in_:
             raise ValueError(f"LinearSVM.decision_function: X has {X_t.shape[1]} features, but the model was "
                              f"fitted with {self.n_features_in_}")
-        F = self._features(X_t)
-        W = torch.from_numpy(self.coef_).to(F.dtype)
+        return self._scores(self._features(X_t))
+
+    def _scores(self, F: torch.Tensor) -> np.ndarray:
+        W = torch.from_numpy(self.coef_).to(F.dtype)  # (K, D')
         return (F @ W.T + torch.from_numpy(self.intercept_).to(F.dtype)).numpy()
 
     def predict(self, X) -> np.ndarray:
@@ -279,3 +312,69 @@ class LinearSVM:
         """(N, K) softmax(decision_function(X) / temperature_); rows sum to 1."""
         scores = torch.from_numpy(self.decision_function(X).astype(np.float64)) / self.temperature_
         return torch.softmax(scores, 1).numpy()
+
+    # ------------------------------------------------------------------------------------------ persistence
+
+    _ARRAYS = ("coef_", "intercept_", "classes_", "mean_", "scale_", "rff_omega_", "rff_beta_")
+    _SCALARS = ("n_features_in_", "n_iter_", "objective_", "dual_gap_", "converged_", "temperature_",
+                "calibration_", "train_accuracy_", "gamma_")
+    FORMAT = "dlstudy.LinearSVM/1"
+
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted model to `path` (.npz of plain arrays + JSON text, atomically); returns the path.
+
+        Holds the hyper-parameters, coef_, intercept_, classes_, the standardisation and the RFF draw: everything
+        `load` needs to give the same decision_function, and nothing that needs pickle to read.
+        """
+        from dlstudy.runs import atomic_write_bytes
+
+        self._check_fitted("save")
+        params = self.get_params()
+        if isinstance(params["class_weight"], dict):  # JSON keys are strings: keep the labels' types as pairs
+            params["class_weight"] = {"pairs": [[_py(k), float(v)] for k, v in params["class_weight"].items()]}
+        meta = {"format": self.FORMAT, "params": params,
+                "fitted": {k: _py(getattr(self, k)) for k in self._SCALARS if hasattr(self, k)}}
+        arrays = {k: getattr(self, k) for k in self._ARRAYS if hasattr(self, k)}
+        if arrays["classes_"].dtype.kind not in "biufU":
+            arrays["classes_"] = arrays["classes_"].astype(str)  # object labels would need pickle
+        arrays = {k: v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v) for k, v in arrays.items()}
+        buf = io.BytesIO()
+        np.savez(buf, meta=np.array(json.dumps(meta)), **arrays)
+        return atomic_write_bytes(path, buf.getvalue())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LinearSVM":
+        """A fitted LinearSVM from a file written by `save`; ValueError naming the file when it is not one."""
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                meta = json.loads(str(npz["meta"]))
+                arrays = {k: npz[k] for k in cls._ARRAYS if k in npz.files}
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: not a saved LinearSVM ({type(exc).__name__}: {exc})") from None
+        if not isinstance(meta, dict) or meta.get("format") != cls.FORMAT:
+            raise ValueError(f"{path}: not a saved LinearSVM (format {meta.get('format') if isinstance(meta, dict) else None!r}, "
+                             f"expected {cls.FORMAT!r})")
+        params = dict(meta["params"])
+        if isinstance(params.get("class_weight"), dict) and "pairs" in params["class_weight"]:
+            params["class_weight"] = {k: v for k, v in params["class_weight"]["pairs"]}
+        model = cls(**{k: v for k, v in params.items() if k in cls._param_names()})
+        for key, value in meta["fitted"].items():
+            setattr(model, key, value)
+        for key, value in arrays.items():
+            setattr(model, key, torch.from_numpy(value) if key.startswith("rff_") else value)
+        if not {"coef_", "intercept_", "classes_"} <= set(arrays):
+            raise ValueError(f"{path}: saved LinearSVM lacks coef_, intercept_ or classes_")
+        return model
+
+
+def _data_ptr(X) -> int:
+    """Address of X's first element (0 for Python lists), to tell whether a tensor made from X shares its memory."""
+    if isinstance(X, torch.Tensor):
+        return X.data_ptr()
+    return X.__array_interface__["data"][0] if isinstance(X, np.ndarray) else 0
+
+
+def _py(value):
+    """A NumPy / torch scalar as a plain Python value for JSON."""
+    return value.item() if hasattr(value, "item") else value

@@ -20,21 +20,20 @@ from dlstudy.progress import progress
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
-FEATURE_CACHE_FORMAT = 1  # bump when the extraction changes, so old cache files are ignored
+FEATURE_CACHE_FORMAT = 2  # bump when the extraction changes, so old cache files are ignored
 
 
-def standardize(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
-    """Each array standardised with the train mean and std per column (constant columns keep std 1)."""
-    mean = train.mean(0, dtype=np.float64)
-    std = train.std(0, dtype=np.float64)
-    std[std < 1e-12] = 1.0
-    return [((a - mean) / std).astype(np.float32) for a in (train, *others)]
+def pixel_features(images: torch.Tensor) -> np.ndarray:
+    """(N, C*H*W) float32 pixels on [0, 1] of (N, C, H, W) uint8 images: the SVM's 'raw' features.
+
+    Not standardised here: LinearSVM(standardize=True) keeps the training statistics with the model.
+    """
+    return images.flatten(1).numpy().astype(np.float32) / np.float32(255.0)
 
 
 def raw_features(splits) -> dict[str, np.ndarray]:
-    """Flattened pixels on [0, 1], standardised per pixel with training statistics: {split: (N, C*H*W) float32}."""
-    flat = [getattr(splits, s).images.flatten(1).numpy().astype(np.float32) / 255.0 for s in SPLITS]  # (N, C*H*W)
-    return dict(zip(SPLITS, standardize(*flat)))
+    """{split: (N, C*H*W) float32} flattened pixels on [0, 1]."""
+    return {s: pixel_features(getattr(splits, s).images) for s in SPLITS}
 
 
 @torch.no_grad()
@@ -85,7 +84,6 @@ def cached(path: Path, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str
 
 
 def backbone_features(splits, model: torch.nn.Module, batch_size: int, device: str) -> dict[str, np.ndarray]:
-    """{split: (N, F)} pooled features of `model` for train, val and test, standardised with train statistics."""
-    raw = [extract_features(model, getattr(splits, s).images, splits.mean, splits.std, batch_size, device,
-                            desc=f"features {s}") for s in SPLITS]
-    return dict(zip(SPLITS, standardize(*raw)))
+    """{split: (N, F)} pooled features of `model` for train, val and test."""
+    return {s: extract_features(model, getattr(splits, s).images, splits.mean, splits.std, batch_size, device,
+                                desc=f"features {s}") for s in SPLITS}

@@ -1,4 +1,8 @@
-"""The `svm` job: features -> LinearSVM per C (fitted on train, chosen on val) -> test metrics, figures, report."""
+"""The `svm` job: features -> LinearSVM per C (fitted on train, chosen on val) -> test metrics, figures, report.
+
+Besides the run-folder files it keeps what `dlstudy evaluate` / `load_run` need: `svm_model.npz` (the chosen
+LinearSVM with its standardisation), `model.json` (which features it takes) and `predictions[_val].npz`.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +14,14 @@ import numpy as np
 from dlstudy.config import ModelConfig, RunConfig, to_dict
 from dlstudy.errors import ConfigError
 from dlstudy.runs import RunDir, read_json, resolve_device
-from dlstudy.svm.estimator import LinearSVM
 from dlstudy.svm.features import backbone_features, cached, feature_cache_key, raw_features
+from dlstudy.svm.selection import full_margins, select_C
 
 log = logging.getLogger(__name__)
 
 
 def build_features(cfg: RunConfig, splits, device: str) -> dict[str, np.ndarray]:
-    """{split: (N, F) float32}: standardised raw pixels, or cached pooled features of cfg.svm.features."""
+    """{split: (N, F) float32}: raw pixels on [0, 1], or cached pooled features of cfg.svm.features."""
     if cfg.svm.features == "raw":
         return raw_features(splits)
     from dlstudy.data import cache_dir
@@ -42,38 +46,6 @@ def build_features(cfg: RunConfig, splits, device: str) -> dict[str, np.ndarray]
     return cached(cache_dir(cfg.data.cache_dir) / "features" / f"{key}.pt", compute)
 
 
-def make_svm(cfg: RunConfig, C: float, device: str) -> LinearSVM:
-    s = cfg.svm
-    return LinearSVM(C=C, multi_class=s.multi_class, loss=s.loss, fit_intercept=s.fit_intercept,
-                     class_weight=s.class_weight, tol=s.tol, max_iter=s.max_iter, random_state=cfg.seed,
-                     device=device, kernel=s.kernel, gamma=s.gamma, n_components=s.n_components,
-                     batch_size=s.batch_size, dtype=s.dtype)
-
-
-def select_C(cfg: RunConfig, feats: dict, y: dict, device: str) -> tuple[LinearSVM, list[dict]]:
-    """Fit one SVM per C on train; the best validation accuracy wins (ties: the smaller C, more regularised)."""
-    rows, best = [], None
-    if len(cfg.svm.C) > 1 and not len(y["val"]):
-        raise ConfigError(f"svm.C: {len(cfg.svm.C)} values need a validation split to choose from, but "
-                          f"data.val_fraction={cfg.data.val_fraction} leaves none; give one C or a val_fraction > 0")
-    for C in sorted(cfg.svm.C):
-        if not C > 0:
-            raise ConfigError(f"svm.C: every value must be > 0, got {cfg.svm.C}")
-        t0 = time.perf_counter()
-        svm = make_svm(cfg, C, device).fit(feats["train"], y["train"])
-        fit_s = time.perf_counter() - t0
-        val_acc = svm.score(feats["val"], y["val"]) if len(y["val"]) else float("nan")
-        rows.append({"C": C, "val_accuracy": val_acc, "train_accuracy": svm.train_accuracy_,
-                     "objective": svm.objective_, "dual_gap": svm.dual_gap_, "n_iter": svm.n_iter_,
-                     "converged": svm.converged_, "fit_time_s": fit_s})
-        log.info("svm: C=%g val accuracy %.4f (%d iterations, %.1fs)", C, val_acc, svm.n_iter_, fit_s)
-        if best is None or val_acc > best[0]:
-            best = (val_acc, svm, fit_s)
-    model = best[1]
-    model.fit_time_s_ = best[2]
-    return model, rows
-
-
 def _figures(run_dir: RunDir, metrics: dict, y_true: np.ndarray, y_score: np.ndarray, names: list[str]) -> None:
     import matplotlib
 
@@ -91,12 +63,22 @@ def _figures(run_dir: RunDir, metrics: dict, y_true: np.ndarray, y_score: np.nda
     run_dir.save_figure(fig, "roc")
 
 
+def feature_spec(cfg: RunConfig, splits) -> dict:
+    """What turns images into this SVM's inputs, for model.json: raw pixels, or a backbone with its weights."""
+    c, h, w = splits.image_shape
+    spec = {"features": cfg.svm.features, "image_size": [h, w], "channels": c, "mean": list(splits.mean),
+            "std": list(splits.std)}
+    if cfg.svm.features != "raw":
+        spec.update(weights=cfg.svm.weights, small_input_stem=cfg.model.small_input_stem)
+    return spec
+
+
 def run_svm_job(cfg: RunConfig, run_dir: RunDir, resume: bool = False) -> dict:
     """Run cfg (task 'svm') into run_dir; returns the metrics dict (METRIC_KEYS + an 'svm' block)."""
     if resume and run_dir.is_done and run_dir.file("metrics.json").is_file():
         return read_json(run_dir.file("metrics.json"))  # a finished run is not redone
     from dlstudy.data import load_dataset
-    from dlstudy.metrics import compute_metrics
+    from dlstudy.predictions import make_predictions, write_predictions
 
     device = resolve_device(cfg.device)
     run_dir.start(cfg, device)
@@ -105,23 +87,19 @@ def run_svm_job(cfg: RunConfig, run_dir: RunDir, resume: bool = False) -> dict:
     feats = build_features(cfg, splits, device)
     feature_s = time.perf_counter() - t0
     y = {s: getattr(splits, s).labels.numpy() for s in ("train", "val", "test")}
-    model, rows = select_C(cfg, feats, y, device)
+    model, rows = select_C(cfg, (feats["train"], y["train"]), (feats["val"], y["val"]), device)
     run_dir.write_table("c_selection", rows)
     seen = np.isin(y["val"], model.classes_)  # val rows of classes the SVM was trained on
     if seen.any():
         model.calibrate(feats["val"][seen], y["val"][seen])  # predict_proba temperature on held-out data
-    y_score = model.decision_function(feats["test"])  # (N, K_train) columns = classes_
     missing = sorted(set(range(splits.num_classes)) - set(model.classes_.tolist()))
     if missing:
         log.warning("svm: class(es) %s have no training images (raise data.max_train?); they score below every "
                     "other class and are never predicted", [splits.class_names[c] for c in missing])
-    # a class absent from train scores below every real margin, so it is never the argmax
-    scores = np.full((len(y_score), splits.num_classes), y_score.min() - 1.0 if y_score.size else 0.0,
-                     dtype=np.float32)
-    scores[:, model.classes_] = y_score
-    # Evaluator.compute's own function, on the raw decision scores: Evaluator.update would softmax them, and ROC /
-    # AUC must rank the SVM's margins themselves (accuracy and the confusion matrix are the same either way)
-    metrics = compute_metrics(y["test"].astype(np.int64), scores, list(splits.class_names))
+    names = list(splits.class_names)
+    scores = full_margins(model, feats["test"], splits.num_classes)  # (N, K) margins, ROC ranks them as they are
+    test = make_predictions(y["test"], scores, "margins", names, splits.test.sample_ids())
+    metrics = test.metrics()
     metrics["svm"] = {
         "C": float(model.C), "C_grid": [float(c) for c in sorted(cfg.svm.C)], "features": cfg.svm.features,
         "weights": cfg.svm.weights if cfg.svm.features != "raw" else None, "multi_class": model.multi_class,
@@ -132,11 +110,17 @@ def run_svm_job(cfg: RunConfig, run_dir: RunDir, resume: bool = False) -> dict:
         "val_accuracy": max(r["val_accuracy"] for r in rows),
     }
     metrics["data"] = splits.sizes()
+    model.save(run_dir.file("svm_model.npz"))
+    run_dir.write_model_card("svm", names, feature_spec(cfg, splits), svm="svm_model.npz")
+    write_predictions(run_dir.file("predictions.npz"), test)
+    if len(y["val"]):
+        val_scores = full_margins(model, feats["val"], splits.num_classes)
+        write_predictions(run_dir.file("predictions_val.npz"),
+                          make_predictions(y["val"], val_scores, "margins", names, splits.val.sample_ids()))
     run_dir.write_metrics(metrics)
-    _figures(run_dir, metrics, y["test"], scores, list(splits.class_names))
+    _figures(run_dir, metrics, y["test"], scores, names)
     run_dir.finish()
     return metrics
 
 
-
-__all__ = ["run_svm_job", "build_features", "select_C", "make_svm"]
+__all__ = ["run_svm_job", "build_features", "feature_spec"]

@@ -1,0 +1,130 @@
+"""`dlstudy evaluate`: score a finished train or svm run on a dataset split, into an evaluation folder.
+
+    dlstudy evaluate runs/train-cifar10-airbench-ce-sgd --data cifar10 --data-root ../shared/data
+    dlstudy evaluate RUN --data imagefolder --data-root photos/ --split test     # photos/test/<class>/<image>
+    dlstudy evaluate RUN --data mnist --split all --out evals/mnist-all
+
+The folder (default RUN_DIR/evaluations/<data>-<split>/) gets metrics.json (every metrics.json key of a run, plus
+an "evaluation" block saying what was scored), predictions.npz, the confusion-matrix / ROC / per-class figures
+and report.md. The run's own preprocessing is used (image size, channels, its training statistics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+
+from dlstudy.data.registry import EVAL_SPLITS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished (or checkpointed) train or svm run folder")
+    parser.add_argument("--data", default=None, help="dataset name (default: the run's own)")
+    parser.add_argument("--data-root", default=None, help="folder holding the dataset files")
+    parser.add_argument("--split", default="test", choices=EVAL_SPLITS,
+                        help="which split: made as at training time when the data has a training pool")
+    parser.add_argument("--out", default=None, help="evaluation folder (default RUN_DIR/evaluations/<data>-<split>)")
+    parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+
+
+def data_config(run_cfg, name: str | None, root: str | None):
+    """The run's DataConfig when the data is the run's own (so its test split is the run's), else the named
+    dataset with the run's split fractions and seed and no caps."""
+    data = run_cfg.data
+    if name in (None, data.name) and root in (None, data.root):
+        return data
+    return dataclasses.replace(data, name=name or data.name, root=root, max_train=None, max_eval=None,
+                               download=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dlstudy.errors import ConfigError
+    from dlstudy.inference import evaluate_run, load_run
+    from dlstudy.runs import resolve_device
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size: expected >= 1, got {args.batch_size}")
+    loaded = load_run(args.run_dir, device=resolve_device(args.device))
+    dcfg = data_config(loaded.config, args.data, args.data_root)
+    t0 = time.perf_counter()
+    preds, notes = evaluate_run(loaded, dcfg, args.split, args.batch_size)
+    out = Path(args.out) if args.out else loaded.path / "evaluations" / f"{dcfg.name}-{args.split}"
+    info = {"run": str(loaded.path), "data": dcfg.name, "data_root": dcfg.root, "split": args.split,
+            "notes": notes, "time_s": time.perf_counter() - t0}
+    metrics = write_evaluation(out, loaded, preds, info)
+    print(f"evaluation folder: {out}")
+    print(f"{dcfg.name} {args.split}: {metrics['n_samples']} images, accuracy {metrics['accuracy']:.4f}, "
+          f"macro F1 {metrics['f1_macro']:.4f}")
+    for note in notes[1:]:
+        print(f"note: {note}")
+    return 0
+
+
+def write_evaluation(out: Path, loaded, preds, info: dict) -> dict:
+    """metrics.json, predictions.npz, figures and report.md into `out`; returns the metrics."""
+    import numpy as np
+
+    from dlstudy.engine.outputs import save_confusion, save_roc
+    from dlstudy.predictions import write_predictions
+    from dlstudy.runs import RunDir, environment_info
+
+    metrics = preds.metrics()
+    metrics["evaluation"] = {**info, "score_kind": preds.score_kind, "env": environment_info(loaded.device)}
+    folder = RunDir(out)
+    write_predictions(folder.file("predictions.npz"), preds)
+    folder.write_metrics(metrics)
+    save_confusion(folder, metrics, "confusion_matrix", f"{info['data']} {info['split']}")
+    if len(np.unique(preds.y_true)) > 1:
+        save_roc(folder, preds.y_true, preds.scores, preds.class_names, "roc")
+    _per_class_figure(folder, metrics)
+    _write_report(folder, loaded, metrics, info)
+    return metrics
+
+
+def _per_class_figure(folder, metrics: dict) -> None:
+    import matplotlib.pyplot as plt
+
+    from dlstudy.metrics import plot_per_class_accuracy
+
+    k = len(metrics["class_names"])
+    fig, ax = plt.subplots(figsize=(min(4 + 0.35 * k, 16), 4))
+    plot_per_class_accuracy(metrics["per_class_accuracy"], metrics["class_names"], ax=ax)
+    folder.save_figure(fig, "per_class_accuracy")
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None or value != value else f"{value:.4f}"
+
+
+def _write_report(folder, loaded, metrics: dict, info: dict) -> None:
+    from dlstudy.runs import atomic_write_text, read_json
+
+    own = loaded.path / "metrics.json"
+    trained = read_json(own) if own.is_file() else {}
+    lines = [f"# Evaluation of `{loaded.path.name}` on {info['data']} ({info['split']})", "",
+             f"- run: `{loaded.path}` ({loaded.kind}, {loaded.config.model.name if loaded.kind == 'network' else 'svm'}"
+             f", scores: {metrics['score_kind']})",
+             f"- data: {info['data']}" + (f" from `{info['data_root']}`" if info["data_root"] else "") +
+             f", split {info['split']}, {metrics['n_samples']} images, {metrics['num_classes']} classes",
+             f"- preprocessing: the run's own ({loaded.inputs['image_size'][0]}x{loaded.inputs['image_size'][1]}, "
+             f"{loaded.inputs['channels']} channel(s), training statistics)",
+             *[f"- note: {n}" for n in info["notes"]], "",
+             "| metric | this evaluation | the run's own test split |", "|---|---|---|"]
+    for key in ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc_macro",
+                "roc_auc_micro", "top5_accuracy"):
+        if key in metrics:
+            lines.append(f"| {key} | {_fmt(metrics[key])} | {_fmt(trained.get(key))} |")
+    if metrics["num_classes"] <= 20:
+        lines += ["", "| class | support | accuracy | precision | recall | F1 | ROC AUC |", "|---|---|---|---|---|---|---|"]
+        for i, name in enumerate(metrics["class_names"]):
+            lines.append(f"| {name} | {metrics['support_per_class'][i]} | {_fmt(metrics['per_class_accuracy'][i])} | "
+                         f"{_fmt(metrics['precision_per_class'][i])} | {_fmt(metrics['recall_per_class'][i])} | "
+                         f"{_fmt(metrics['f1_per_class'][i])} | {_fmt(metrics['roc_auc_per_class'][i])} |")
+    lines += ["", "![confusion matrix](figures/confusion_matrix.png)", ""]
+    if (folder.figures / "roc.png").exists():
+        lines += ["![ROC curves](figures/roc.png)", ""]
+    lines += ["![per-class accuracy](figures/per_class_accuracy.png)", ""]
+    atomic_write_text(folder.file("report.md"), "\n".join(lines))
