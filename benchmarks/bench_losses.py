@@ -64,7 +64,7 @@ def knn_rows(n_train: int, n_test: int, dim: int) -> list[tuple[str, float, floa
     from pytorch_metric_learning.utils.inference import CustomKNN
     from sklearn.neighbors import KNeighborsClassifier
 
-    from dlstudy.losses import knn_predict, retrieval_metrics
+    from dlstudy.metrics.retrieval import knn_predict, retrieval_metrics
 
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(100, dim)).astype(np.float32)

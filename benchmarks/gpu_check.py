@@ -376,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{len(rows) - len(failed) - skipped} ok, {skipped} skipped, {len(failed)} FAILED in {total_s:.0f} s"
           + (f": {', '.join(failed)}" if failed else ""))
     if args.out:
-        from dlstudy.runs import atomic_write_json
+        from dlstudy.io import atomic_write_json
 
         atomic_write_json(args.out, {"env": env, "sizes": "tiny" if sizes is TINY else "full",
                                      "budget_s": args.budget_s, "total_s": round(total_s, 1), "rows": rows})

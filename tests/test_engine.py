@@ -15,7 +15,8 @@ from dlstudy.engine.distributed import DistInfo, global_index_batches, shard_bat
 from dlstudy.errors import TrainingDiverged
 from dlstudy.losses import build_objective
 from dlstudy.models import build_model
-from dlstudy.runs import METRIC_KEYS, RunDir, read_csv, read_json
+from dlstudy.runs import METRIC_KEYS, RunDir
+from dlstudy.io import read_csv, read_json
 
 
 @pytest.fixture(autouse=True)

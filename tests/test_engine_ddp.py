@@ -15,7 +15,7 @@ from dlstudy.config import build_run_config, load_yaml_mapping
 from dlstudy.engine.checkpoint import load_checkpoint
 from dlstudy.engine.distributed import DistInfo
 from dlstudy.engine.job import Session
-from dlstudy.runs import read_csv, read_json
+from dlstudy.io import read_csv, read_json
 
 
 def test_torchrun_two_processes_gloo(tmp_path):

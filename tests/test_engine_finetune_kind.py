@@ -53,7 +53,7 @@ def test_cli_digits_smallcnn_three_epochs_reaches_090(tmp_path):
                            "--epochs", "3", "--device", "cpu", "--out", str(tmp_path)],
                           env={**os.environ, "DLSTUDY_NO_PROGRESS": "1"}, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    from dlstudy.runs import read_json
+    from dlstudy.io import read_json
 
     (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert read_json(run / "metrics.json")["accuracy"] >= 0.9

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dlstudy.runs import read_csv, read_json
+from dlstudy.io import read_csv, read_json
 
 TIMED = {"time_s", "images_per_s"}  # wall-clock columns: the only ones allowed to differ
 

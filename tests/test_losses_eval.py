@@ -12,10 +12,10 @@ import torch.nn.functional as F
 
 from dlstudy.config import build_run_config
 from dlstudy.errors import ConfigError
-from dlstudy.losses import (PKBatchSampler, build_objective, collapse_diagnostics, embedding_scores, evaluate_embeddings,
-                            evaluate_model_embeddings, knn_predict, map_at_r, precision_at_1, recall_at_k,
-                            retrieval_metrics, save_test_embeddings)
-from dlstudy.losses import evaluation
+from dlstudy.engine.evaluation import (embedding_scores, evaluate_embeddings, evaluate_model_embeddings,
+                                      save_test_embeddings)
+from dlstudy.losses import PKBatchSampler, build_objective, collapse_diagnostics
+from dlstudy.metrics.retrieval import knn_predict, map_at_r, precision_at_1, recall_at_k, retrieval_metrics
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from dlstudy.report.blocks import Figure, Paragraph, Table
-from dlstudy.runs import atomic_write_csv, atomic_write_json
+from dlstudy.io import atomic_write_csv, atomic_write_json
 from dlstudy.studies.losses_kind import loss_label, pca_2d, summarize
 from dlstudy.studies.records import load_arm_run
 from dlstudy.studies.runner import load_study, plan_study

@@ -14,7 +14,8 @@ import torch  # noqa: E402
 from sklearn import metrics as skm  # noqa: E402
 
 from dlstudy import metrics as m  # noqa: E402
-from dlstudy.runs import METRIC_KEYS, atomic_write_json  # noqa: E402
+from dlstudy.runs import METRIC_KEYS
+from dlstudy.io import atomic_write_json
 
 
 def _logits(n=500, k=7, seed=0, absent=()):

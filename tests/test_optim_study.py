@@ -15,7 +15,7 @@ from dlstudy.config import OptimConfig, StudyConfig, TrainConfig, build_run_conf
 from dlstudy.errors import ConfigError
 from dlstudy.optim import build_optimizer, build_scheduler
 from dlstudy.report.blocks import Figure, Table
-from dlstudy.runs import atomic_write_csv, atomic_write_json, atomic_write_text
+from dlstudy.io import atomic_write_csv, atomic_write_json, atomic_write_text
 from dlstudy.studies.optimizers_kind import (aggregate_curves, bin_step_losses, config_differences,
                                              default_target, summarize, time_to_target, with_wall_clock)
 from dlstudy.studies.records import load_arm_run
@@ -270,7 +270,7 @@ def _engine_run(tmp_path: Path, name: str, **train) -> Path:
 
 
 def test_same_seed_gives_identical_curves_through_the_engine(tmp_path):
-    from dlstudy.runs import read_csv
+    from dlstudy.io import read_csv
 
     a, b = _engine_run(tmp_path, "a"), _engine_run(tmp_path, "b")
     curve_keys = ("train_loss", "train_acc", "val_loss", "val_acc", "train_eval_loss", "lr")
@@ -299,7 +299,7 @@ def test_batchnorm_model_at_batch_one_is_refused_by_the_train_job(tmp_path):
 @pytest.mark.slow
 def test_quick_study_end_to_end(tmp_path):
     """The whole quick study through the runner (~1.5 min on 2 busy cores with one thread): report and table."""
-    from dlstudy.runs import read_csv
+    from dlstudy.io import read_csv
     from dlstudy.studies.runner import run_study
 
     study_dir, results = run_study(REPO / "studies" / "optimizers-quick.yaml", tmp_path)

@@ -14,7 +14,7 @@ import pytest
 from dlstudy.cli import main
 from dlstudy.report import (Code, Figure, Heading, Link, Paragraph, Table, build_run_report, render_html,
                             render_markdown, write_run_report)
-from dlstudy.runs import atomic_write_csv, atomic_write_json, atomic_write_text
+from dlstudy.io import atomic_write_csv, atomic_write_json, atomic_write_text
 
 
 def _png(path: Path, color: str = "red") -> Path:

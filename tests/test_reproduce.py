@@ -14,7 +14,7 @@ import yaml
 
 from dlstudy import jobs
 from dlstudy.cli import main
-from dlstudy.studies import reproduce
+from dlstudy.studies import reproduce, sections
 from dlstudy.studies.records import fmt_mean_std
 from test_studies import CALL_LOG
 
@@ -38,7 +38,7 @@ def fake_studies(tmp_path, monkeypatch):
     for section in reproduce.SECTIONS:
         study = _fake_study(section.study, bad=section.study == "losses")
         (folder / f"{section.study}-quick.yaml").write_text(yaml.safe_dump(study))
-    monkeypatch.setattr(reproduce, "PACKAGE_STUDIES", folder)
+    monkeypatch.setattr(sections, "PACKAGE_STUDIES", folder)
     return folder
 
 
@@ -86,7 +86,7 @@ def test_reproduce_only_and_missing_study_file(tmp_path, fake_studies, monkeypat
     assert main(["reproduce", "--quick", "--only", "svm", "--budget", "tiny", "--out", str(tmp_path / "o")]) == 0
     assert [p.name for p in (tmp_path / "o").iterdir() if p.is_dir()] == ["svm-quick"]
     (fake_studies / "svm-quick.yaml").unlink()
-    monkeypatch.setattr(reproduce, "CHECKOUT_STUDIES", tmp_path / "nowhere")
+    monkeypatch.setattr(sections, "CHECKOUT_STUDIES", tmp_path / "nowhere")
     assert main(["reproduce", "--quick", "--only", "svm", "--out", str(tmp_path / "o2")]) == 2
     assert "study file svm-quick.yaml not found; searched:" in capsys.readouterr().err
 
@@ -95,8 +95,8 @@ def test_every_shipped_study_file_is_valid():
     """The repository's studies/*.yaml load and plan (every arm validated) without running anything."""
     from dlstudy.studies.runner import load_study, plan_study
 
-    files = sorted(reproduce.CHECKOUT_STUDIES.glob("*.yaml"))
-    assert files, f"no study files in {reproduce.CHECKOUT_STUDIES}"
+    files = sorted(sections.CHECKOUT_STUDIES.glob("*.yaml"))
+    assert files, f"no study files in {sections.CHECKOUT_STUDIES}"
     for path in files:
         tasks = plan_study(load_study(path), Path("/nonexistent"), source=str(path))
         assert tasks
@@ -109,8 +109,8 @@ def test_every_budget_preset_gives_valid_configs_for_every_shipped_study(budget)
     from dlstudy.studies.runner import load_study, plan_study
 
     preset = reproduce.BUDGETS[budget]
-    files = sorted(reproduce.CHECKOUT_STUDIES.glob("*.yaml"))
-    assert len(files) == len(reproduce.SECTIONS) * len(reproduce.TIERS)
+    files = sorted(sections.CHECKOUT_STUDIES.glob("*.yaml"))
+    assert len(files) == len(reproduce.SECTIONS) * len(sections.TIERS)
     for path in files:
         study = load_study(path)
         study.seeds = list(preset["seeds"])

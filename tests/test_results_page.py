@@ -17,7 +17,7 @@ import yaml
 
 from dlstudy import jobs, runs
 from dlstudy.cli import main
-from dlstudy.studies import reproduce
+from dlstudy.studies import reproduce, sections
 from test_studies import fake_job
 
 LOSS_ROWS = {"b": ("Densenet121, triplet_loss + Crossentropy", 0.470, 0.495, 0.469, 0.462),
@@ -69,7 +69,7 @@ def folders(tmp_path_factory):
             (files / f"{section.study}-{tier}.yaml").write_text(yaml.safe_dump(_study(section.study, tier), sort_keys=False))
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(jobs.JOBS, "fake", jobs.Job("test_results_page:rich_fake_job", "test job"))
-        mp.setattr(reproduce, "PACKAGE_STUDIES", files)
+        mp.setattr(sections, "PACKAGE_STUDIES", files)
         for tier in ("quick", "cpu"):
             assert main(["reproduce", "--tier", tier, "--out", str(base / tier)]) == 0
     return base
@@ -167,14 +167,16 @@ def test_not_a_reproduce_folder_or_two_of_one_tier_exit_2(folders, monkeypatch, 
 
 
 def test_page_is_written_atomically_by_the_project_writer(folders, monkeypatch, tmp_path):
+    import dlstudy.io
+
     written = []
-    original = runs.atomic_write_bytes
+    original = dlstudy.io.atomic_write
 
-    def spy(path, data):
+    def spy(path, write):
         written.append(Path(path))
-        return original(path, data)
+        return original(path, write)
 
-    monkeypatch.setattr(runs, "atomic_write_bytes", spy)
+    monkeypatch.setattr(dlstudy.io, "atomic_write", spy)
     out = tmp_path / "docs" / "results.md"
     assert main(["results", str(folders / "quick"), "--out", str(out)]) == 0
     assert written == [out]

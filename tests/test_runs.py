@@ -8,11 +8,11 @@ import math
 import numpy as np
 import pytest
 
+
 from dlstudy.config import RunConfig, build_run_config
-from dlstudy.runs import (
-    DONE_MARKER, RunDir, atomic_write_csv, atomic_write_json, atomic_write_text, environment_info, new_run_dir,
-    read_csv, read_json, resolve_device,
-)
+from dlstudy.report import finish_run
+from dlstudy.runs import DONE_MARKER, RunDir, environment_info, new_run_dir, resolve_device
+from dlstudy.io import atomic_write_csv, atomic_write_json, atomic_write_text, read_csv, read_json
 
 
 def test_atomic_write_leaves_no_temp_files_and_replaces(tmp_path):
@@ -64,7 +64,7 @@ def test_run_dir_start_and_finish(tmp_path):
     assert "seed: 7" in run.file("config.yaml").read_text()
     assert not run.is_done
     run.write_metrics({"accuracy": 1.0})
-    run.finish()
+    finish_run(run)
     assert run.is_done and read_json(run.file("env.json"))["end_time"]
     run.file("metrics.json").write_text('{"accuracy": 1.0')  # damaged after it finished: not a finished run
     assert not run.is_done
@@ -84,9 +84,9 @@ def test_done_is_written_after_the_report(tmp_path, monkeypatch):
         assert not (path / DONE_MARKER).exists()  # DONE comes after every other file
         raise RuntimeError("report failed")
 
-    monkeypatch.setattr(dlstudy.report, "write_run_report", broken_report)
+    monkeypatch.setattr(dlstudy.report.run_report, "write_run_report", broken_report)
     with pytest.raises(RuntimeError, match="report failed"):
-        run.finish()
+        finish_run(run)
     assert not run.is_done
 
 

@@ -17,11 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 import yaml
 
 from dlstudy import jobs
 from dlstudy.cli import main
 from dlstudy.errors import ConfigError
+from dlstudy.report import finish_run
 from dlstudy.studies.records import fmt_mean_std, load_arm_run, mean_std
 from dlstudy.studies.runner import expand_arms, load_study, plan_study, run_study
 
@@ -62,11 +64,11 @@ def fake_job(cfg, run_dir, resume=False):
                "n_samples": len(test)}
     # a history whose val accuracy peaks at lr = 0.1, for the learning-rate search test
     atomic_rows = [{"epoch": 1, "val_acc": 1 - abs(math.log10(cfg.optim.lr) + 1) / 10, "train_loss": 1.0}]
-    from dlstudy.runs import atomic_write_csv
+    from dlstudy.io import atomic_write_csv
 
     atomic_write_csv(run_dir.file("history.csv"), atomic_rows)
     run_dir.write_metrics(metrics)
-    run_dir.finish()
+    finish_run(run_dir)
     return metrics
 
 

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from dlstudy.config import StudyConfig, build_run_config
-from dlstudy.runs import METRIC_KEYS, RunDir, read_csv
+from dlstudy.runs import METRIC_KEYS, RunDir
+from dlstudy.io import read_csv
 from dlstudy.svm import features as F
 from dlstudy.svm.job import run_svm_job
 

@@ -24,7 +24,8 @@ from torch import nn
 
 from dlstudy.config import RunConfig, build_run_config, load_yaml_mapping
 from dlstudy.errors import DataError
-from dlstudy.runs import MODEL_CARD, read_json
+from dlstudy.runs import MODEL_CARD
+from dlstudy.io import read_json
 
 
 @dataclass
@@ -98,7 +99,7 @@ class LoadedRun:
             feats = extract_features(self.model, images, mean, std, batch_size, self.device, desc="features")
         else:  # a train run's embedding SVM: the embedding head, or the pooled features without one
             from dlstudy.data import Split
-            from dlstudy.losses import extract_embeddings
+            from dlstudy.engine.evaluation import extract_embeddings
 
             split = Split(images, torch.zeros(len(images), dtype=torch.int64))
             feats = extract_embeddings(self.model, split, mean, std, self.device, batch_size)[0].numpy()

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from dlstudy.config import RunConfig
 from dlstudy.errors import ConfigError
-from dlstudy.runs import RunDir, atomic_write_text
+from dlstudy.runs import RunDir
+from dlstudy.io import atomic_write_text
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ elsewhere cannot run code. `metrics()` recomputes the metrics.json block with dl
 
 from __future__ import annotations
 
-import io
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 
 from dlstudy.errors import DataError
 from dlstudy.metrics import compute_metrics
-from dlstudy.runs import atomic_write_bytes
+from dlstudy.io import atomic_write
 
 SCORE_KINDS = ("probabilities", "margins")
 FIELDS = ("y_true", "scores", "score_kind", "class_names", "sample_ids")
@@ -67,10 +66,9 @@ def make_predictions(y_true, scores, score_kind: str, class_names, sample_ids=No
 
 def write_predictions(path: str | Path, preds: Predictions) -> Path:
     """Save atomically as an uncompressed .npz of plain arrays."""
-    buf = io.BytesIO()
-    np.savez(buf, y_true=preds.y_true, scores=preds.scores, score_kind=np.array(preds.score_kind),
-             class_names=np.array(preds.class_names, dtype=str), sample_ids=preds.sample_ids)
-    return atomic_write_bytes(path, buf.getvalue())
+    return atomic_write(path, lambda fh: np.savez(
+        fh, y_true=preds.y_true, scores=preds.scores, score_kind=np.array(preds.score_kind),
+        class_names=np.array(preds.class_names, dtype=str), sample_ids=preds.sample_ids))
 
 
 def read_predictions(path: str | Path) -> Predictions:

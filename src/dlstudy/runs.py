@@ -8,29 +8,25 @@
               figures/*.png
               report.md, report.html
 
-Every file is written atomically (temp file in the same folder + os.replace), so a crash never leaves a
-half-written result: a reader sees the previous complete file or the new one.
+Every file is written atomically by dlstudy.io (temp file in the same folder + os.replace), so a crash never
+leaves a half-written result: a reader sees the previous complete file or the new one. The run report is the
+report layer's (dlstudy.report.finish_run writes it between `stamp_end()` and `mark_done()`).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import math
 import os
 import platform
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
 
 from dlstudy.config import RunConfig, dump_yaml
 from dlstudy.errors import ConfigError, DlstudyError
+from dlstudy.io import atomic_write_csv, atomic_write_json, atomic_write_text, read_json, save_figure
 
 METRIC_KEYS = (
     "accuracy", "per_class_accuracy", "precision_macro", "recall_macro", "f1_macro", "confusion_matrix",
@@ -38,86 +34,6 @@ METRIC_KEYS = (
 )
 DONE_MARKER = "DONE"  # written last: a run folder with it is complete (studies skip such arms)
 MODEL_CARD = "model.json"  # what `dlstudy.load_run` needs to rebuild the classifier and its preprocessing
-
-
-# ------------------------------------------------------------------------------------------------ atomic writes
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)  # read once: the process umask, restored at once
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared like any file
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _json_safe(obj: Any) -> Any:
-    """NaN/inf become null (strict JSON); numpy and torch scalars/arrays become Python values."""
-    if hasattr(obj, "tolist"):
-        obj = obj.tolist()
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(_json_safe(obj), indent=2, allow_nan=False) + "\n")
-
-
-def atomic_write_csv(path: str | Path, rows: Iterable[dict], fieldnames: list[str] | None = None) -> Path:
-    rows = list(rows)
-    if fieldnames is None:
-        fieldnames = []
-        for row in rows:
-            fieldnames.extend(k for k in row if k not in fieldnames)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fieldnames, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return atomic_write_text(path, buf.getvalue())
-
-
-def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
-    """Save a matplotlib figure atomically as PNG and close it."""
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
-
-
-def read_json(path: str | Path) -> Any:
-    """The parsed file; DlstudyError naming it when it is not valid JSON (a damaged or truncated result file)."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DlstudyError(f"{path}: not valid JSON (damaged or truncated?): {exc}") from None
-
-
-def read_csv(path: str | Path) -> list[dict]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 # ------------------------------------------------------------------------------------------------ environment
@@ -217,7 +133,8 @@ def default_run_name(cfg: RunConfig) -> str:
 
 @dataclass
 class RunDir:
-    """A run folder being written. `start()` saves config and env; `finish()` stamps the end time and DONE."""
+    """A run folder being written. `start()` saves config and env; `stamp_end()` and `mark_done()` close it
+    (dlstudy.report.finish_run does both around the run report)."""
 
     path: Path
 
@@ -257,19 +174,19 @@ class RunDir:
     def save_figure(self, fig, name: str) -> Path:
         return save_figure(fig, self.figures / f"{name}.png")
 
-    def finish(self, report: bool = True) -> None:
-        """Stamp the end time, render report.md/.html, and write DONE last: a run whose report crashed is not
-        marked finished, so the next `dlstudy run` redoes it instead of skipping it."""
+    def stamp_end(self) -> str:
+        """Record the end time in env.json; returns it."""
         env_path = self.path / "env.json"
         env = read_json(env_path) if env_path.exists() else {}
         env["end_time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         atomic_write_json(env_path, env)
-        if report:
-            from dlstudy.report import write_run_report  # late import: the report package builds on this module
+        return env["end_time"]
 
-            write_run_report(self.path)
+    def mark_done(self) -> None:
+        """Write DONE, the last file of a finished run (every other file, the report included, is already there),
+        so a run that failed before this point is redone by the next `dlstudy run` instead of skipped."""
         (self.path / "error.txt").unlink(missing_ok=True)  # the error of an earlier attempt (now resumed) is stale
-        atomic_write_text(self.path / DONE_MARKER, env["end_time"] + "\n")
+        atomic_write_text(self.path / DONE_MARKER, time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
 
     @property
     def is_done(self) -> bool:

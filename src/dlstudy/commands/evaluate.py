@@ -100,7 +100,7 @@ def _fmt(value) -> str:
 
 
 def _write_report(folder, loaded, metrics: dict, info: dict) -> None:
-    from dlstudy.runs import atomic_write_text, read_json
+    from dlstudy.io import atomic_write_text, read_json
 
     own = loaded.path / "metrics.json"
     trained = read_json(own) if own.is_file() else {}

@@ -45,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     from dlstudy.errors import ConfigError
     from dlstudy.inference import load_run
     from dlstudy.progress import progress
-    from dlstudy.runs import atomic_write_text, resolve_device
+    from dlstudy.runs import resolve_device
+    from dlstudy.io import atomic_write_text
 
     if args.top_k < 1 or args.batch_size < 1:
         raise ConfigError(f"--top-k and --batch-size: expected >= 1, got {args.top_k} and {args.batch_size}")

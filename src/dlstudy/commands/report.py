@@ -26,7 +26,8 @@ def render_folder(path: Path) -> tuple[Path, Path]:
         return write_study_report(path)
     if is_run_dir(path):
         return write_run_report(path)
-    from dlstudy.studies.reproduce import is_reproduce_dir, write_reproduce_report
+    from dlstudy.studies.reproduce_report import write_reproduce_report
+    from dlstudy.studies.sections import is_reproduce_dir
 
     if is_reproduce_dir(path):
         return write_reproduce_report(path)

@@ -9,7 +9,8 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from dlstudy.studies.reproduce import BUDGETS, SECTIONS, TIERS
+    from dlstudy.studies.reproduce import BUDGETS
+    from dlstudy.studies.sections import SECTIONS, TIERS
 
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--tier", choices=TIERS, default=None,

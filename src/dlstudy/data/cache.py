@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from dlstudy.data.sources import fingerprint
+from dlstudy.io import atomic_write
 from dlstudy.data.splits import RawData, Split
 
 log = logging.getLogger(__name__)
@@ -47,23 +47,10 @@ def _unpack(obj: dict) -> RawData:
     return RawData(class_names=list(obj["class_names"]), pool=parts["pool"], test=parts.get("test"), val=parts.get("val"))
 
 
-def save_atomic(obj: dict, path: Path) -> None:
-    """torch.save to a temp file beside `path`, then rename: readers never see half a file.
-
-    (Not runs.atomic_write_bytes: that needs the whole serialised payload in memory a second time.)
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; the cache holds public data
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def save_torch(obj: dict, path: Path) -> Path:
+    """torch.save streamed into an atomic write (dlstudy.io): readers never see half a file, and the payload is
+    never held in memory a second time."""
+    return atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def load_cached(path: Path) -> RawData | None:
@@ -92,7 +79,7 @@ def cached_decode(dataset: str, source: Path, image_size: int | None, decode: Ca
         return raw, True
     raw = decode()
     try:
-        save_atomic(_pack(raw), path)
+        save_torch(_pack(raw), path)
         log.info("decoded %s from %s; cached at %s", dataset, source, path)
     except OSError as exc:  # read-only home, full disk: still usable, just slower next time
         log.warning("could not write cache %s: %s", path, exc)

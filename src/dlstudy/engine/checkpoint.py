@@ -9,7 +9,6 @@ RNG states are stored as tensors, lists and numbers only, so the weights-only un
 
 from __future__ import annotations
 
-import io
 import random
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import torch
 
 from dlstudy.errors import WeightsError
 from dlstudy.models.weights import load_torch_file
-from dlstudy.runs import atomic_write_bytes
+from dlstudy.io import atomic_write
 
 
 def rng_state() -> dict:
@@ -59,9 +58,7 @@ def save_checkpoint(path: str | Path, *, model, optimizer=None, scheduler=None, 
         "config": config,
         "state": state or {},
     }
-    buf = io.BytesIO()
-    torch.save(ckpt, buf)
-    return atomic_write_bytes(path, buf.getvalue())
+    return atomic_write(path, lambda fh: torch.save(ckpt, fh))  # streamed: never a second copy in memory
 
 
 def load_checkpoint(path: str | Path) -> dict:

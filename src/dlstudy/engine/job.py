@@ -23,8 +23,9 @@ from dlstudy.engine import outputs
 from dlstudy.engine.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from dlstudy.engine.distributed import (DistInfo, barrier, global_index_batches, init_distributed, shard_batches,
                                         shutdown_distributed)
-from dlstudy.engine.loop import AMP_DTYPES, amp_dtype_for, evaluate, predict, train_one_epoch
+from dlstudy.engine.loop import AMP_DTYPES, amp_dtype_for, evaluate, train_one_epoch
 from dlstudy.errors import ConfigError, TrainingDiverged
+from dlstudy.report import finish_run
 from dlstudy.runs import RunDir, resolve_device
 
 log = logging.getLogger(__name__)
@@ -161,7 +162,7 @@ class Session:
 
     def evaluate_test(self, run_dir: RunDir | None = None) -> tuple[dict, np.ndarray, np.ndarray, dict]:
         """(metrics, y_score, y_true, extras) on the test split with the configured classifier: the head, or an
-        svm / knn fitted on train embeddings (dlstudy.losses.evaluate_model_embeddings, the one embedding path).
+        svm / knn fitted on train embeddings (dlstudy.engine.evaluation.evaluate_model_embeddings, the one embedding path).
 
         extras: "scores_val" (val scores of the same classifier, when val has images) and "svm" (a fitted
         embedding LinearSVM, else None). Embedding classifiers also save embeddings_test.pt for the PCA figure.
@@ -172,7 +173,7 @@ class Session:
             if len(self.data.val.labels):
                 extras["scores_val"] = self.evaluate(self.data.val, objective=False)[1]
             return metrics, y_score, y_true, extras
-        from dlstudy.losses import evaluate_model_embeddings, save_test_embeddings
+        from dlstudy.engine.evaluation import evaluate_model_embeddings, save_test_embeddings
 
         extras: dict = {}
         metrics, y_score, y_true = evaluate_model_embeddings(
@@ -378,7 +379,7 @@ def run_train_job(cfg: RunConfig, run_dir: RunDir, resume: bool = False) -> dict
         session = Session(cfg, info, device)
         metrics = session.fit(run_dir, resume=resume)
         if info.is_main:
-            run_dir.finish()
+            finish_run(run_dir)
         barrier(info)
         return metrics
     finally:

@@ -18,7 +18,7 @@ def metric_block(metrics: dict) -> dict:
 
 def write_logs(run_dir: RunDir, history: list[dict], steps: list[dict] | None) -> None:
     """history.csv (one row per epoch) and steps.csv (one row per optimizer step), rewritten atomically."""
-    from dlstudy.runs import atomic_write_csv
+    from dlstudy.io import atomic_write_csv
 
     atomic_write_csv(run_dir.file("history.csv"), history, HISTORY_FIELDS)
     if steps is not None:

@@ -11,7 +11,8 @@ import yaml
 from dlstudy.errors import DlstudyError
 from dlstudy.report.blocks import Block, Code, Figure, Heading, Paragraph, Table
 from dlstudy.report.render import render_html, render_markdown
-from dlstudy.runs import DONE_MARKER, METRIC_KEYS, atomic_write_text, read_csv
+from dlstudy.runs import DONE_MARKER, METRIC_KEYS
+from dlstudy.io import atomic_write_text, read_csv
 
 SCALAR_KEYS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc_macro", "roc_auc_micro",
                "num_classes", "n_samples")
@@ -205,3 +206,11 @@ def write_report(blocks: list[Block], folder: str | Path, name: str = "report") 
 def write_run_report(run_dir: str | Path) -> tuple[Path, Path]:
     """Build and write the run folder's report.md and report.html."""
     return write_report(build_run_report(run_dir), run_dir)
+
+
+def finish_run(run_dir) -> None:
+    """Close a run whose results are all written: end time in env.json, report.md / report.html, then DONE last
+    (a run whose report crashed is not marked finished, so the next `dlstudy run` redoes it)."""
+    run_dir.stamp_end()
+    write_run_report(run_dir.path)
+    run_dir.mark_done()

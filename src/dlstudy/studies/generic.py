@@ -6,7 +6,7 @@ from pathlib import Path
 
 from dlstudy.config import StudyConfig
 from dlstudy.report import Block, Figure, Table
-from dlstudy.runs import save_figure
+from dlstudy.io import save_figure
 from dlstudy.studies.records import ArmRun, fmt_mean_std, group_by_arm, mean_std, metric
 
 # (metrics.json key, column title)

@@ -26,7 +26,7 @@ import torch
 from dlstudy.config import StudyConfig
 from dlstudy.losses.collapse import collapse_diagnostics
 from dlstudy.report.blocks import Figure, Heading, Paragraph, Table
-from dlstudy.runs import save_figure
+from dlstudy.io import save_figure
 from dlstudy.studies.records import ArmRun, fmt_mean_std, group_by_arm, mean_std, metric
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ import numpy as np
 
 from dlstudy.config import StudyConfig
 from dlstudy.report.blocks import Figure, Heading, Paragraph, Table
-from dlstudy.runs import read_csv, save_figure
+from dlstudy.io import read_csv, save_figure
 from dlstudy.studies.records import ArmRun, fmt_mean_std, group_by_arm, mean_std
 
 TRAIN_LOSS_KEYS = ("train_eval_loss", "train_loss")  # first present wins: the eval-mode subset, else running means

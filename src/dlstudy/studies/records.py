@@ -10,7 +10,7 @@ from typing import Any, Iterable
 import yaml
 
 from dlstudy.errors import DlstudyError
-from dlstudy.runs import read_csv, read_json
+from dlstudy.io import read_csv, read_json
 
 
 @dataclass

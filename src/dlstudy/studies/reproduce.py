@@ -16,35 +16,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from dlstudy.errors import ConfigError, DlstudyError
-from dlstudy.runs import atomic_write_json, check_output_folder, environment_info, read_json, resolve_device
+from dlstudy.studies.sections import SECTIONS, study_file
+from dlstudy.runs import check_output_folder, environment_info, resolve_device
+from dlstudy.io import atomic_write_json
 
 log = logging.getLogger(__name__)
-
-PACKAGE_STUDIES = Path(__file__).resolve().parent / "files"
-CHECKOUT_STUDIES = Path(__file__).resolve().parents[3] / "studies"  # the checkout's link, if the package moved
-
-
-@dataclass(frozen=True)
-class Section:
-    study: str  # study file stem under studies/
-    title: str
-    question: str  # what the reference report asked, one line
-
-
-SECTIONS = (
-    Section("svm", "Q1. Multiclass SVM", "A multiclass SVM written from scratch: test accuracy, confusion matrix, "
-            "ROC curves."),
-    Section("finetune", "Q1 bonus. Fine-tuning before vs after", "A pretrained network fine-tuned on the task: "
-            "accuracy, class-wise accuracy and confusion matrix before and after."),
-    Section("losses", "Q2. Loss functions", "Cross-entropy vs triplet + cross-entropy, center + cross-entropy and "
-            "triplet + SVM: accuracy, precision, recall, F1."),
-    Section("optimizers", "Q3. Optimizers", "Vanilla SGD (batch 1), mini-batch SGD, SGD + momentum and Adam: loss "
-            "curves and test / train accuracy."),
-)
 
 # Budget presets: --set layers applied over every arm of every study (after the study file), plus the seeds.
 BUDGETS: dict[str, dict] = {
@@ -57,26 +36,6 @@ BUDGETS: dict[str, dict] = {
                       "svm": {"C": [1.0], "max_iter": 100, "n_components": 200}},
     },
 }
-
-
-TIERS = ("quick", "cpu", "full")
-
-
-def study_file(name: str, tier: str) -> Path:
-    """The study file of a tier (`<name>-quick.yaml`, `<name>-cpu.yaml`, `<name>.yaml`): the package's copy, else
-    the source checkout's `studies/`."""
-    if tier not in TIERS:
-        raise ConfigError(f"--tier: unknown tier {tier!r}; valid tiers are {list(TIERS)}")
-    filename = f"{name}.yaml" if tier == "full" else f"{name}-{tier}.yaml"
-    searched = [PACKAGE_STUDIES / filename, CHECKOUT_STUDIES / filename]
-    for path in searched:
-        if path.is_file():
-            return path
-    raise ConfigError(f"study file {filename} not found; searched: {', '.join(map(str, searched))}")
-
-
-def is_reproduce_dir(path: Path) -> bool:
-    return (Path(path) / "reproduce.json").is_file()
 
 
 def _plan(sections, tier: str, overrides: dict, seeds: list[int] | None, out: Path) -> list[tuple]:
@@ -178,17 +137,3 @@ def _announce(planned: list[tuple], out: Path, tier: str, budget: str | None) ->
              for section, _, study, tasks in planned]
     log.info("%s", format_plan(plans, factor))
     return [p.estimate_s for p in plans]
-
-
-def write_reproduce_report(out: str | Path):
-    """Re-exported for `dlstudy report OUT`."""
-    from dlstudy.studies.reproduce_report import write_reproduce_report as write
-
-    return write(out)
-
-
-def load_record(out: Path) -> dict:
-    path = Path(out) / "reproduce.json"
-    if not path.is_file():
-        raise DlstudyError(f"{out}: not a `dlstudy reproduce` folder (no reproduce.json)")
-    return read_json(path)

@@ -10,6 +10,7 @@ from typing import Any
 from dlstudy.report import Block, Figure, Heading, Link, Paragraph, Table, write_report
 from dlstudy.studies.optimizers_kind import train_accuracy
 from dlstudy.studies.records import ArmRun, fmt_mean_std, group_by_arm, mean_std, metric, val_accuracy
+from dlstudy.studies.sections import SECTIONS, load_record
 from dlstudy.studies.study_report import _summarize, collect_runs, is_study_dir, load_study_dir
 
 # reference-report metric names -> our metrics.json keys
@@ -160,8 +161,6 @@ def section_blocks(out: Path, entry: dict, title: str, question: str, quick: boo
 
 
 def build_reproduce_report(out: str | Path) -> list[Block]:
-    from dlstudy.studies.reproduce import SECTIONS, load_record
-
     out = Path(out)
     record = load_record(out)
     by_name = {s.study: s for s in SECTIONS}

@@ -16,10 +16,10 @@ from typing import Any, Callable
 from dlstudy.config import StudyConfig
 from dlstudy.errors import DlstudyError
 from dlstudy.report import Block, Code, Heading, Paragraph, Table, render_markdown
-from dlstudy.runs import atomic_write_text
+from dlstudy.io import atomic_write_text
 from dlstudy.studies.optimizers_kind import train_accuracy
 from dlstudy.studies.records import ArmRun, fmt_mean_std, group_by_arm, metric
-from dlstudy.studies.reproduce import SECTIONS, TIERS, is_reproduce_dir, load_record
+from dlstudy.studies.sections import SECTIONS, TIERS, is_reproduce_dir, load_record
 from dlstudy.studies.reproduce_report import METRIC_ALIASES, ours_for_key, setup_paragraph
 from dlstudy.studies.study_report import collect_runs, is_study_dir, load_study_dir
 

@@ -12,7 +12,6 @@ arm fails in a second, not after an hour. A failed run is reported and the other
 
 from __future__ import annotations
 
-import itertools
 import logging
 import multiprocessing
 import os
@@ -27,11 +26,12 @@ from typing import Any, Callable
 
 import yaml
 
-from dlstudy.config import (ArmConfig, RunConfig, StudyConfig, build_run_config, dump_yaml, from_dict,
+from dlstudy.config import (RunConfig, StudyConfig, build_run_config, dump_yaml, from_dict,
                             load_yaml_mapping, to_dict)
 from dlstudy.errors import ConfigError
-from dlstudy.runs import (RunDir, atomic_write_json, atomic_write_text, check_folder_name, check_output_folder,
-                          environment_info, is_finished, resolve_device, slug)
+from dlstudy.studies.arms import expand_arms
+from dlstudy.runs import RunDir, check_folder_name, check_output_folder, environment_info, is_finished, resolve_device
+from dlstudy.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -83,37 +83,6 @@ def load_study(path: str | Path) -> StudyConfig:
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     return study
-
-
-def expand_arms(study: StudyConfig) -> list[ArmConfig]:
-    """The study's arms, each crossed with every combination of `grid` (dotted key -> values)."""
-    arms = list(study.arms) or [ArmConfig(name="base")]  # no arms: the base config is the one arm
-    if study.grid:
-        keys = list(study.grid)
-        expanded = []
-        for arm in arms:
-            for values in itertools.product(*(study.grid[k] for k in keys)):
-                label = "-".join(f"{k.split('.')[-1]}_{_label(v)}" for k, v in zip(keys, values))
-                name = label if arm.name == "base" and not study.arms else f"{arm.name}-{label}"
-                expanded.append(ArmConfig(name=slug(name), set={**arm.set, **dict(zip(keys, values))}))
-        arms = expanded
-    names = [a.name for a in arms]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ConfigError(f"study {study.name!r}: arm names must be unique, repeated: {dupes}")
-    for name in names:  # arm names given in the file and those the grid made
-        try:
-            check_folder_name(name, "arm name")
-        except ConfigError as exc:
-            raise ConfigError(f"study {study.name!r}: {exc}") from None
-    return arms
-
-
-def _label(value: Any) -> str:
-    """A grid value as part of a folder name: [0.1, 1] -> '0.1_1'."""
-    if isinstance(value, (list, tuple)):
-        return "_".join(_label(v) for v in value)
-    return slug(str(value))
 
 
 def _check_registries(cfg: RunConfig, where: str) -> None:
@@ -258,7 +227,7 @@ def run_one(task: RunTask, job: Any = None, search_only: bool = False) -> TaskRe
         if task.path.is_dir() and not resume:
             shutil.rmtree(task.path)  # stale files of another config must not mix into this run's folder
         (task.path / "error.txt").unlink(missing_ok=True)
-        metrics = run_job(cfg, RunDir(task.path), resume=resume)  # the job's RunDir.finish() writes its report
+        metrics = run_job(cfg, RunDir(task.path), resume=resume)  # the job's finish_run() writes its report
         return TaskResult(task.arm, task.seed, task.path, True, time.time() - start, metrics=metrics)
     except Exception as exc:  # noqa: BLE001 - one failed arm must not stop the study
         text = traceback.format_exc()
@@ -277,7 +246,7 @@ def apply_lr_search(cfg: RunConfig, search_dir: Path) -> RunConfig:
     from dlstudy.optim import select_learning_rate
 
     from dlstudy.config import to_dict
-    from dlstudy.runs import read_json
+    from dlstudy.io import read_json
 
     # One search per arm, shared by its seeds: the saved choice is reused only while everything but the seed and
     # the lr is unchanged, so a rerun with other settings (e.g. more epochs) searches again.
@@ -301,7 +270,7 @@ def apply_lr_search(cfg: RunConfig, search_dir: Path) -> RunConfig:
         return history or metrics
 
     best_lr, rows = select_learning_rate(cfg, grid, run_candidate)
-    from dlstudy.runs import atomic_write_csv
+    from dlstudy.io import atomic_write_csv
 
     atomic_write_csv(search_dir / "lr_search.csv", rows)
     atomic_write_json(chosen_path, {"lr": best_lr, "lr_grid": grid, "seed": cfg.seed, "search_config": search_key})

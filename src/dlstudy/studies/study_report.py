@@ -12,8 +12,10 @@ import yaml
 from dlstudy.config import StudyConfig, from_dict
 from dlstudy.errors import DlstudyError
 from dlstudy.report import Block, Code, Heading, Link, Paragraph, Table, write_report
-from dlstudy.runs import DONE_MARKER, atomic_write_csv, read_json
+from dlstudy.runs import DONE_MARKER
+from dlstudy.io import atomic_write_csv, read_json
 from dlstudy.studies import KINDS, get_summarizer
+from dlstudy.studies.arms import expand_arms
 from dlstudy.studies.records import ArmRun, load_arm_run
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,6 @@ def collect_runs(study_dir: Path, study: StudyConfig) -> tuple[list[ArmRun], lis
 
     A finished run whose files cannot be read (a damaged metrics.json) is left out of the numbers with status
     "unreadable" and a warning naming the file; `dlstudy run` redoes it."""
-    from dlstudy.studies.runner import expand_arms
 
     runs, status = [], []
     for arm in expand_arms(study):

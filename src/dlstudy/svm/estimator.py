@@ -326,7 +326,7 @@ class LinearSVM:
         Holds the hyper-parameters, coef_, intercept_, classes_, the standardisation and the RFF draw: everything
         `load` needs to give the same decision_function, and nothing that needs pickle to read.
         """
-        from dlstudy.runs import atomic_write_bytes
+        from dlstudy.io import atomic_write_bytes
 
         self._check_fitted("save")
         params = self.get_params()

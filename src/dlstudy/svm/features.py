@@ -73,10 +73,10 @@ def cached(path: Path, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str
         except Exception as exc:  # a truncated or foreign file: recompute rather than fail the run
             log.warning("features: cache %s unreadable (%s); recomputing", path, exc)
     feats = compute()
-    from dlstudy.data.cache import save_atomic
+    from dlstudy.data.cache import save_torch
 
     try:
-        save_atomic({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feats.items()}, path)
+        save_torch({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feats.items()}, path)
         log.info("features: cached to %s", path)
     except OSError as exc:  # a read-only or full cache folder must not lose the extraction just done
         log.warning("features: could not cache to %s (%s); continuing without the cache", path, exc)

@@ -13,7 +13,9 @@ import numpy as np
 
 from dlstudy.config import ModelConfig, RunConfig, to_dict
 from dlstudy.errors import ConfigError
-from dlstudy.runs import RunDir, read_json, resolve_device
+from dlstudy.report import finish_run
+from dlstudy.runs import RunDir, resolve_device
+from dlstudy.io import read_json
 from dlstudy.svm.features import backbone_features, cached, feature_cache_key, raw_features
 from dlstudy.svm.selection import full_margins, select_C
 
@@ -119,7 +121,7 @@ def run_svm_job(cfg: RunConfig, run_dir: RunDir, resume: bool = False) -> dict:
                           make_predictions(y["val"], val_scores, "margins", names, splits.val.sample_ids()))
     run_dir.write_metrics(metrics)
     _figures(run_dir, metrics, y["test"], scores, names)
-    run_dir.finish()
+    finish_run(run_dir)
     return metrics
 
 

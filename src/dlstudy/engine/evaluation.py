@@ -14,7 +14,6 @@ The embedding is the model's embedding head output, or its pooled features when 
 
 from __future__ import annotations
 
-import io
 import logging
 from pathlib import Path
 
@@ -24,8 +23,8 @@ import torch
 from dlstudy.config import RunConfig
 from dlstudy.errors import ConfigError
 from dlstudy.losses.collapse import collapse_diagnostics
-from dlstudy.losses.embeddings import knn_predict, retrieval_metrics
-from dlstudy.runs import atomic_write_bytes
+from dlstudy.metrics.retrieval import knn_predict, retrieval_metrics
+from dlstudy.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +37,7 @@ def extract_embeddings(model: torch.nn.Module, split, mean, std, device: str | t
 
     The engine's `predict` with the eval transform; `predict_kw` passes its `info` (DDP) and `amp_dtype`.
     """
-    from dlstudy.engine.loop import predict  # lazy: the engine imports this package
+    from dlstudy.engine.loop import predict
 
     output = "embedding" if getattr(model, "embedding", None) is not None else "features"
     emb, labels, _ = predict(model, split, mean=mean, std=std, device=device, batch_size=batch_size, output=output,
@@ -144,7 +143,6 @@ def evaluate_model_embeddings(model: torch.nn.Module, splits, cfg: RunConfig, de
 def save_test_embeddings(run_dir_path, embeddings: torch.Tensor, labels: torch.Tensor,
                          name: str = "embeddings_test.pt") -> Path:
     """Write {"embeddings": (N, E) float32, "labels": (N,) int64} atomically into the run folder (PCA figure)."""
-    buf = io.BytesIO()
-    torch.save({"embeddings": torch.as_tensor(embeddings).detach().float().cpu(),
-                "labels": torch.as_tensor(labels).detach().long().cpu()}, buf)
-    return atomic_write_bytes(Path(run_dir_path) / name, buf.getvalue())
+    obj = {"embeddings": torch.as_tensor(embeddings).detach().float().cpu(),
+           "labels": torch.as_tensor(labels).detach().long().cpu()}
+    return atomic_write(Path(run_dir_path) / name, lambda fh: torch.save(obj, fh))

@@ -1,5 +1,6 @@
-"""Classify and score embeddings: k-NN votes, retrieval metrics (test queries vs train references), and the
-embedding-arm evaluation (extract embeddings, fit LinearSVM or k-NN on train, score test).
+"""Metrics of embeddings: k-NN votes and retrieval metrics (test queries vs train references), in torch.
+
+Not imported by `dlstudy.metrics` itself (which stays NumPy-only and light): `from dlstudy.metrics.retrieval import ...`.
 
 Retrieval metrics follow pytorch-metric-learning's AccuracyCalculator with separate query and reference sets
 (ref_includes_query=False), Euclidean distance:
