@@ -349,3 +349,13 @@ def test_cifar10_run_scored_on_a_separate_imagefolder_tree_equals_load_run_by_ha
     # the same images inside the run's own test split got the same scores there
     np.testing.assert_allclose(np.sort(read_predictions(out / "predictions.npz").scores.ravel()),
                                np.sort(preds.scores[chosen].ravel()), atol=1e-6)
+
+
+def test_run_report_gives_intervals_from_the_saved_predictions(runs):
+    from dlstudy.stats import proportion_ci
+
+    report = (runs["svm"] / "report.md").read_text()
+    preds = read_predictions(runs["svm"] / "predictions.npz")
+    low, high = proportion_ci(int(preds.correct.sum()), len(preds.y_true), 0.95, "wilson")
+    assert "95% intervals over the" in report and "Clopper-Pearson" in report
+    assert f"{low:.4g}" in report and f"{high:.4g}" in report

@@ -1,7 +1,7 @@
 """`dlstudy reproduce`: the four studies in the reference report's order into one combined report.
 
-The first tests swap in tiny study files run by the fake job of test_studies (the reproduce machinery on its own);
-the last runs the real quick studies with `--budget tiny` end to end (the CI check of `make demo`).
+The first tests swap in tiny study files run by a fake job (conftest's fake_studies: the reproduce machinery on
+its own); the last runs the real quick studies with `--budget tiny` end to end (the CI check of `make demo`).
 """
 
 from __future__ import annotations
@@ -12,34 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dlstudy import jobs
 from dlstudy.cli import main
 from dlstudy.studies import reproduce, sections
 from dlstudy.studies.records import fmt_mean_std
-from test_studies import CALL_LOG
-
-REFERENCE = {"svm": 0.697, "finetune": 0.90, "losses": 0.478, "optimizers": 0.885}
-
-
-def _fake_study(name: str, bad: bool = False) -> dict:
-    return {"name": f"{name}-quick", "kind": "generic", "seeds": [0, 1], "description": f"fake {name}",
-            "base": {"task": "fake", "data": {"name": "digits"}, "train": {"epochs": 9}},
-            "arms": [{"name": "a", "set": {"optim.weight_decay": 2.0 if bad else 0.0}},
-                     {"name": "b", "set": {"optim.weight_decay": 0.5}}],
-            "reference": {"source": f"reference {name}", "arms": {"b": {"accuracy": REFERENCE[name], "label": "x"}}}}
-
-
-@pytest.fixture
-def fake_studies(tmp_path, monkeypatch):
-    monkeypatch.setitem(jobs.JOBS, "fake", jobs.Job("test_studies:fake_job", "test job"))
-    monkeypatch.setenv(CALL_LOG, str(tmp_path / "calls.log"))
-    folder = tmp_path / "studies"
-    folder.mkdir()
-    for section in reproduce.SECTIONS:
-        study = _fake_study(section.study, bad=section.study == "losses")
-        (folder / f"{section.study}-quick.yaml").write_text(yaml.safe_dump(study))
-    monkeypatch.setattr(sections, "PACKAGE_STUDIES", folder)
-    return folder
+from helpers import REFERENCE, fake_study
 
 
 def test_reproduce_runs_every_study_in_order_and_combines_the_report(tmp_path, fake_studies, capsys):
@@ -74,7 +50,7 @@ def test_reproduce_runs_every_study_in_order_and_combines_the_report(tmp_path, f
 
 
 def test_reproduce_validates_every_study_before_running(tmp_path, fake_studies, capsys):
-    bad = _fake_study("optimizers")
+    bad = fake_study("optimizers")
     bad["base"]["train"]["epochs"] = "nine"
     (fake_studies / "optimizers-quick.yaml").write_text(yaml.safe_dump(bad))
     assert main(["reproduce", "--quick", "--out", str(tmp_path / "out")]) == 2
@@ -131,3 +107,6 @@ def test_reproduce_quick_tiny_end_to_end(tmp_path, capsys):
     for section in reproduce.SECTIONS:
         assert section.title in md
     assert (out / "report.html").stat().st_size > 10_000
+    # intervals and verdicts for all four studies, and the reference's claims checked where it made some
+    assert md.count("### Statistics") == 4 and md.count("| arm A | arm B |") == 4
+    assert md.count("reference report's claim") == 2 and "verdict" in md

@@ -1,9 +1,9 @@
 """The study runner: arms x seeds end to end (in parallel processes), resume, summary.csv and report numbers,
 config errors, grids, failed arms and the learning-rate search.
 
-The job is a small fake registered for these tests (a nearest-centroid classifier on the real digits data, its
-metrics computed with scikit-learn) so the runner is tested on its own; it logs every call to a file so a test can
-see which runs were (re)done, also from worker processes.
+The job is a small fake registered for these tests (helpers.fake_job, through conftest's `fake` fixture: a
+nearest-centroid classifier on the real digits data, its metrics computed with scikit-learn) so the runner is tested
+on its own; it logs every call to a file so a test can see which runs were (re)done, also from worker processes.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import statistics
 from pathlib import Path
 
@@ -20,64 +19,11 @@ import pytest
 
 import yaml
 
-from dlstudy import jobs
 from dlstudy.cli import main
 from dlstudy.errors import ConfigError
-from dlstudy.report import finish_run
 from dlstudy.studies.records import fmt_mean_std, load_arm_run, mean_std
 from dlstudy.studies.runner import expand_arms, load_study, plan_study, run_study
-
-CALL_LOG = "DLSTUDY_TEST_CALL_LOG"
-
-
-def fake_job(cfg, run_dir, resume=False):
-    """Nearest-centroid on digits; `optim.weight_decay` shrinks the centroids to their mean (above 1 fails the run),
-    `seed` picks train."""
-    from sklearn.datasets import load_digits
-    from sklearn.metrics import confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score
-
-    if os.environ.get(CALL_LOG):
-        with open(os.environ[CALL_LOG], "a") as fh:
-            fh.write(f"{run_dir.path.parent.name}/{run_dir.path.name} resume={resume}\n")
-    shrink = cfg.optim.weight_decay
-    if shrink > 1:
-        raise ValueError("fake job: shrink above 1")
-    run_dir.start(cfg, "cpu")
-    X, y = load_digits(return_X_y=True)
-    rng = np.random.default_rng(cfg.seed)
-    order = rng.permutation(len(y))
-    train, test = order[:300], order[-400:]
-    centroids = np.stack([X[train][y[train] == k].mean(0) for k in range(10)])  # (10, 64)
-    centroids = (1 - shrink) * centroids + shrink * centroids.mean(0)
-    y_score = -((X[test][:, None, :] - centroids[None]) ** 2).sum(-1)  # (N, 10) negative squared distance
-    y_pred, y_true = y_score.argmax(1), y[test]
-    cm = confusion_matrix(y_true, y_pred, labels=range(10))
-    prob = np.exp(y_score / 100 - (y_score / 100).max(1, keepdims=True))
-    prob /= prob.sum(1, keepdims=True)
-    metrics = {"accuracy": float((y_pred == y_true).mean()),
-               "per_class_accuracy": (cm.diagonal() / cm.sum(1)).tolist(),
-               "precision_macro": precision_score(y_true, y_pred, average="macro", zero_division=0),
-               "recall_macro": recall_score(y_true, y_pred, average="macro"),
-               "f1_macro": f1_score(y_true, y_pred, average="macro"), "confusion_matrix": cm.tolist(),
-               "roc_auc_macro": roc_auc_score(y_true, prob, multi_class="ovr"), "roc_auc_micro": None,
-               "roc_auc_per_class": [], "num_classes": 10, "class_names": [str(k) for k in range(10)],
-               "n_samples": len(test)}
-    # a history whose val accuracy peaks at lr = 0.1, for the learning-rate search test
-    atomic_rows = [{"epoch": 1, "val_acc": 1 - abs(math.log10(cfg.optim.lr) + 1) / 10, "train_loss": 1.0}]
-    from dlstudy.io import atomic_write_csv
-
-    atomic_write_csv(run_dir.file("history.csv"), atomic_rows)
-    run_dir.write_metrics(metrics)
-    finish_run(run_dir)
-    return metrics
-
-
-@pytest.fixture
-def fake(monkeypatch, tmp_path):
-    monkeypatch.setitem(jobs.JOBS, "fake", jobs.Job(f"{__name__}:fake_job", "test job"))
-    log = tmp_path / "calls.log"
-    monkeypatch.setenv(CALL_LOG, str(log))
-    return log
+from helpers import calls
 
 
 def write_study(tmp_path: Path, **changes) -> Path:
@@ -89,10 +35,6 @@ def write_study(tmp_path: Path, **changes) -> Path:
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(study))
     return path
-
-
-def calls(log: Path) -> list[str]:
-    return sorted(log.read_text().split("\n")[:-1]) if log.exists() else []
 
 
 def test_study_runs_in_parallel_resumes_and_summarises(tmp_path, fake):
@@ -163,7 +105,7 @@ def test_cli_set_and_seeds_apply_to_every_arm(tmp_path, fake):
 
 @pytest.mark.parametrize("changes, message", [
     ({"arms_": []}, "unknown key(s) ['arms_']; valid keys are ['arms', 'base', 'description', 'grid', 'kind', "
-                    "'minutes', 'name', 'reference', 'seeds']"),
+                    "'minutes', 'name', 'reference', 'seeds', 'stats']"),
     ({"seeds": "0"}, "study.seeds: expected a list, got '0' (str)"),
     ({"seeds": [0, "one"]}, "study.seeds[1]: expected int, got 'one' (str)"),
     ({"arms": [{"name": "a", "sett": {}}]}, "study.arms[0]: unknown key(s) ['sett']; valid keys are ['name', 'set']"),
@@ -219,7 +161,6 @@ def test_grid_expands_arms(tmp_path, fake):
 
 
 def test_lr_grid_runs_one_search_per_arm_and_uses_the_best(tmp_path, fake):
-    pytest.importorskip("dlstudy.optim")
     arms = [{"name": "adam", "set": {"optim": {"lr_grid": [0.001, 0.1, 10.0]}}}]
     path = write_study(tmp_path, arms=arms)
     study_dir, results = run_study(path, tmp_path / "out")

@@ -27,6 +27,8 @@ COMMANDS: dict[str, Command] = {
     "evaluate": Command("dlstudy.commands.evaluate", "score a finished train or svm run on a dataset split (metrics, "
                         "predictions, figures)"),
     "predict": Command("dlstudy.commands.predict", "label image files or folders with a finished run (CSV)"),
+    "compare": Command("dlstudy.commands.compare", "pairwise significance tests between runs or a study's arms "
+                       "on the same test images"),
     "report": Command("dlstudy.commands.report", "render a run or study folder to report.md and report.html"),
     "results": Command("dlstudy.commands.results", "write the results page (docs/results.md): the reference report's "
                        "tables beside ours, per tier, from reproduce folders"),

@@ -154,6 +154,23 @@ class ArmConfig:
 
 
 @dataclass
+class StatsConfig:
+    """`stats:` of a study file: how its report's intervals and significance tests are computed."""
+
+    confidence: float = 0.95  # of every interval; 1 - confidence is the significance level of the tests
+    resamples: int = 10000  # bootstrap resamples over the test samples (single-seed arms)
+    seed: int = 0  # of the bootstrap: the same seed gives the same report
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.confidence, float) and 0 < self.confidence < 1):
+            raise ConfigError(f"stats.confidence: expected a number in (0, 1), got {self.confidence!r}")
+        if self.resamples < 100:
+            raise ConfigError(f"stats.resamples: expected >= 100, got {self.resamples}")
+        if self.seed < 0:
+            raise ConfigError(f"stats.seed: expected >= 0, got {self.seed}")
+
+
+@dataclass
 class StudyConfig:
     name: str
     description: str = ""
@@ -166,6 +183,7 @@ class StudyConfig:
     # wall minutes of the whole study measured on the reference machine (2 idle cores; the file's header says
     # which): `dlstudy reproduce` scales it by a short calibration to print an estimate before it starts
     minutes: float | None = None
+    stats: StatsConfig = field(default_factory=StatsConfig)
 
 
 # ----------------------------------------------------------------------------------------------------------------

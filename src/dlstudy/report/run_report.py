@@ -141,6 +141,34 @@ def _float(text: Any) -> float | None:
         return None
 
 
+RUN_REPORT_RESAMPLES = 2000  # bootstrap resamples of a run report's intervals (a study's `stats:` sets its own)
+INTERVAL_KEYS = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc_macro",
+                 "roc_auc_micro")
+
+
+def _interval_table(run_dir: Path, confidence: float = 0.95) -> Table | None:
+    """95% intervals of the headline test metrics from predictions.npz: Wilson and Clopper-Pearson for accuracy,
+    a percentile bootstrap over the test images for the others. None for runs without saved predictions."""
+    from dlstudy.predictions import read_predictions
+    from dlstudy.stats import bootstrap_ci, proportion_ci
+
+    path = run_dir / "predictions.npz"
+    if not path.is_file():
+        return None
+    preds = read_predictions(path)
+    n, k = len(preds.y_true), len(preds.class_names)
+    hits = int(preds.correct.sum())
+    rows = [["accuracy", hits / n, *proportion_ci(hits, n, confidence, "wilson"), "Wilson"],
+            ["accuracy", hits / n, *proportion_ci(hits, n, confidence, "clopper-pearson"), "Clopper-Pearson"]]
+    for key in INTERVAL_KEYS[1:]:
+        estimate, low, high = bootstrap_ci(preds.y_true, preds.scores, key, RUN_REPORT_RESAMPLES, confidence,
+                                           num_classes=k)
+        rows.append([key, estimate, low, high, f"bootstrap ({RUN_REPORT_RESAMPLES} resamples)"])
+    return Table(["metric", "value", "low", "high", "interval"], rows,
+                 f"Test metrics with {confidence:.0%} intervals over the {n} test images ({preds.score_kind} "
+                 f"ranked by ROC AUC)")
+
+
 def _env_table(env: dict) -> Table:
     rows = [[k, env[k]] for k in ENV_KEYS if k in env and k != "command"]
     return Table(["key", "value"], rows, "Environment (env.json)")
@@ -175,7 +203,8 @@ def build_run_report(run_dir: str | Path) -> list[Block]:
     blocks.append(Heading("Metrics", 2))
     if metrics:
         blocks.append(_metrics_table(metrics))
-        for table in (_extra_scalars(metrics), _per_class_table(metrics), _confusion_table(metrics)):
+        for table in (_interval_table(run_dir), _extra_scalars(metrics), _per_class_table(metrics),
+                      _confusion_table(metrics)):
             if table is not None:
                 blocks.append(table)
     else:

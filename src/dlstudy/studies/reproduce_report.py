@@ -133,6 +133,19 @@ def _rebase(block: Block, folder: str) -> Block:
     return block
 
 
+def _statistics(study, runs: list[ArmRun]) -> list[Block]:
+    """The study's intervals and pairwise tests, and its `reference.claims` checked (studies/significance.py)."""
+    from dlstudy.studies.significance import claims_table, statistics_blocks
+
+    if not runs:
+        return []
+    blocks: list[Block] = [Heading("Statistics", 3)] + statistics_blocks(runs, study.stats)
+    claims = study.reference.get("claims") if isinstance(study.reference, dict) else None
+    if claims:
+        blocks.append(claims_table(claims, group_by_arm(runs), study.stats))
+    return blocks
+
+
 def section_blocks(out: Path, entry: dict, title: str, question: str, quick: bool) -> list[Block]:
     study_dir = out / entry["dir"]
     blocks: list[Block] = [Heading(title, 2), Paragraph(question)]
@@ -150,6 +163,7 @@ def section_blocks(out: Path, entry: dict, title: str, question: str, quick: boo
                                       "so its numbers are shown for orientation, not as a target."))
     blocks += reference
     blocks += [_rebase(b, entry["dir"]) for b in kind_blocks]
+    blocks += _statistics(study, runs)
     finished = sum(1 for *_, s in status if s == "finished")
     failed = entry.get("failed") or []
     text = f"{finished} of {len(status)} runs finished." + (f" Failed: {'; '.join(failed)}." if failed else "")

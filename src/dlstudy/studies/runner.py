@@ -82,7 +82,22 @@ def load_study(path: str | Path) -> StudyConfig:
         check_folder_name(study.name, "study.name")
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    _check_claims(study, path)
     return study
+
+
+def _check_claims(study: StudyConfig, path: Path) -> None:
+    """reference.claims: each {text, better: ARM, worse: ARM} or {text, overfits: ARM}, naming arms of the study."""
+    claims = study.reference.get("claims", []) if isinstance(study.reference, dict) else []
+    arms = {a.name for a in expand_arms(study)}
+    for i, claim in enumerate(claims if isinstance(claims, list) else [claims]):
+        where = f"{path}: reference.claims[{i}]"
+        if not isinstance(claim, dict) or not ({"better", "worse"} <= set(claim) or "overfits" in claim):
+            raise ConfigError(f"{where}: expected {{text, better: ARM, worse: ARM}} or {{text, overfits: ARM}}, "
+                              f"got {claim!r}")
+        unknown = [claim[k] for k in ("better", "worse", "overfits") if k in claim and claim[k] not in arms]
+        if unknown:
+            raise ConfigError(f"{where}: arm {unknown[0]!r} is not an arm of the study ({sorted(arms)})")
 
 
 def _check_registries(cfg: RunConfig, where: str) -> None:

@@ -78,6 +78,20 @@ def _summarize(study_dir: Path, study: StudyConfig, runs: list[ArmRun]) -> tuple
         return [note] + blocks, rows
 
 
+def _statistics(study: StudyConfig, runs: list[ArmRun]) -> list[Block]:
+    """Intervals and pairwise tests (studies/significance.py); a failure there costs the section, not the report."""
+    from dlstudy.studies.significance import statistics_blocks
+
+    if not runs:
+        return []
+    try:
+        blocks = statistics_blocks(runs, study.stats)
+    except Exception as exc:  # noqa: BLE001 - the results above must still be written
+        log.error("study %s: statistics failed:\n%s", study.name, traceback.format_exc())
+        blocks = [Paragraph(f"The statistics could not be computed ({type(exc).__name__}: {exc}).")]
+    return [Heading("Statistics", 2)] + blocks if blocks else []
+
+
 def _runs_table(status: list[tuple[str, int, str]], runs: list[ArmRun], study_dir: Path) -> Table:
     by_key = {(r.arm, r.seed): r for r in runs}
     rows = []
@@ -120,6 +134,7 @@ def build_study_report(study_dir: str | Path) -> tuple[list[Block], list[dict]]:
         blocks.append(Paragraph(f"Unreadable runs (finished, but metrics.json or config.yaml is damaged; left out "
                                 f"of the numbers, `dlstudy run` redoes them): {', '.join(unreadable)}."))
     blocks += [Heading("Results", 2)] + [_demote(b) for b in kind_blocks]
+    blocks += _statistics(study, runs)
     blocks += [Heading("Runs", 2), _runs_table(status, runs, study_dir)]
     blocks += [Heading("Study file", 2), Code((study_dir / "study.yaml").read_text(), "yaml")]
     if env.get("overrides"):
