@@ -1,7 +1,7 @@
 """`dlstudy results`: the results page from reproduce folders, one per tier.
 
 Two reproduce folders (tiers quick and cpu) are made once by `dlstudy reproduce` itself with tiny study files and a
-fake job (test_studies.fake_job, plus before/after blocks and a train accuracy so every table has numbers); their
+fake job (helpers.fake_job, plus before/after blocks and a train accuracy so every table has numbers); their
 arms differ (quick: a, b; cpu: b, c) and the cpu study files map their own arm c to a reference-report row.
 """
 
@@ -18,7 +18,7 @@ import yaml
 from dlstudy import jobs, runs
 from dlstudy.cli import main
 from dlstudy.studies import reproduce, sections
-from test_studies import fake_job
+from helpers import fake_job
 
 LOSS_ROWS = {"b": ("Densenet121, triplet_loss + Crossentropy", 0.470, 0.495, 0.469, 0.462),
              "c": ("Densenet121, cross_entropy_loss", 0.478, 0.501, 0.478, 0.476)}
@@ -198,3 +198,18 @@ def test_long_per_class_lists_point_to_the_run_report():
     assert fmt_ours([[0.5] * 200]) == "200 classes: see the run's report (1 seed)"
     assert fmt_ours([[0.25, 0.5], [0.75, 0.5]]) == "[0.50, 0.50] (2 seeds)"
     assert fmt_ours([None, float("nan")]) == "—"
+
+
+def test_arms_standing_for_the_same_reference_row_share_a_row_across_tiers():
+    from dlstudy.config import StudyConfig
+    from dlstudy.studies.results_page import Tier, TierStudy, aligned_rows
+
+    def tier(name, arms):
+        study = StudyConfig(name="losses", arms=[])
+        return Tier(name, name, {}, {"losses": TierStudy({}, study, arms, {}, 0)})
+
+    labels = {"densenet121-ce": "Densenet121, CE", "densenet-ce": "Densenet121, CE", "extra": "",
+              "resnet18-ce": "Resnet18, CE"}
+    rows = aligned_rows([tier("quick", ["densenet121-ce", "resnet18-ce"]), tier("cpu", ["densenet-ce", "extra"])],
+                        "losses", labels)
+    assert rows == [["densenet121-ce", "densenet-ce"], [None, "extra"], ["resnet18-ce", None]]  # each tier's order

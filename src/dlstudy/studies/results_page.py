@@ -211,6 +211,25 @@ def union_arms(orders: list[list[str]]) -> list[str]:
     return merged
 
 
+def aligned_rows(tiers: list[Tier], key: str, labels: dict[str, str]) -> list[list[str | None]]:
+    """One row per reference-report row, with each tier's arm for it (None where a tier has none).
+
+    Tiers name arms differently when their models differ (densenet121-ce in quick, densenet-ce in cpu); an arm that
+    stands for the same reference row (the same `reference.arms.<arm>` text) shares the row. Arms without a
+    reference row, or a second arm of one tier for the same row, get rows of their own, keyed by name."""
+    keyed: list[list[tuple[str, str]]] = []  # per tier: (row key, arm) in the tier's order
+    for tier in tiers:
+        ts = tier.studies.get(key)
+        seen, pairs = set(), []
+        for arm in (ts.arms if ts and ts.study is not None else []):
+            row_key = f"ref:{labels[arm]}" if labels.get(arm) and labels[arm] not in seen else f"arm:{arm}"
+            seen.add(labels.get(arm))
+            pairs.append((row_key, arm))
+        keyed.append(pairs)
+    order = union_arms([[k for k, _ in pairs] for pairs in keyed])
+    return [[dict(pairs).get(k) for pairs in keyed] for k in order]
+
+
 def _ours_cell(ts: TierStudy | None, arm: str, measure: Measure) -> str:
     if ts is None or arm not in ts.by_arm:
         return "—"
@@ -249,19 +268,22 @@ def section_table(key: str, tiers: list[Tier]) -> Table | None:
     if not present:
         return None
     measures = MEASURES[key]
-    arms = union_arms([ts.arms for ts in present])
-    labels = {arm: reference_label(present, arm) for arm in arms}
+    labels = {arm: reference_label(present, arm) for ts in present for arm in ts.arms}
     label_column = any(labels.values())
+    row_arms = aligned_rows(tiers, key, labels)
     columns = (["arm"] + (["measure"] if len(measures) > 1 else []) + (["reference report row"] if label_column
                else []) + ["reference"] + [t.name for t in tiers])
     rows = []
-    for arm in arms:
+    for arm_of_tier in row_arms:
+        names = list(dict.fromkeys(a for a in arm_of_tier if a))
+        first = names[0]
         for measure in measures:
-            row = [arm] + ([measure.label] if len(measures) > 1 else []) + ([labels[arm]] if label_column else [])
-            ours = [_ours_cell(t.studies.get(key), arm, measure) for t in tiers]
+            row = [" / ".join(names)] + ([measure.label] if len(measures) > 1 else []) + (
+                [labels[first]] if label_column else [])
+            ours = [_ours_cell(t.studies.get(key), arm, measure) if arm else "—" for t, arm in zip(tiers, arm_of_tier)]
             if all(cell == "—" for cell in ours):
                 continue  # a measure no tier has for this arm (e.g. "before" of a from-scratch arm)
-            row.append(fmt_reference(reference_value(present, arm, measure)))
+            row.append(fmt_reference(reference_value(present, first, measure)))
             rows.append(row + ours)
     rows += _chosen_rows(key, tiers, present, label_column)
     caption = (f"{measures[0].label}: " if len(measures) == 1 else "") + (
