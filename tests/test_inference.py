@@ -359,3 +359,17 @@ def test_run_report_gives_intervals_from_the_saved_predictions(runs):
     low, high = proportion_ci(int(preds.correct.sum()), len(preds.y_true), 0.95, "wilson")
     assert "95% intervals over the" in report and "Clopper-Pearson" in report
     assert f"{low:.4g}" in report and f"{high:.4g}" in report
+
+
+def test_evaluate_names_an_unreadable_image_and_writes_nothing(runs, tmp_path, capsys):
+    run = dlstudy.load_run(runs["train"])
+    test = load_dataset(run.config.data).test
+    tree = tmp_path / "tree"
+    _write_tree(tree, test.images[:20], test.labels[:20].numpy(), run.class_names)
+    bad = next((tree / "test").iterdir()) / "zz-truncated.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 10)
+    before = snapshot(runs["train"])
+    assert main(["evaluate", str(runs["train"]), "--data", "imagefolder", "--data-root", str(tree),
+                 "--out", str(tmp_path / "eval")]) == 2
+    assert "zz-truncated.png" in capsys.readouterr().err
+    assert not (tmp_path / "eval").exists() and snapshot(runs["train"]) == before
