@@ -12,8 +12,8 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make demo   - create $(VENV), install dlstudy, run 'dlstudy reproduce --quick' on the embedded digits data"
-	@echo "make test   - create $(VENV), install dlstudy with test extras, run pytest"
-	@echo "make bench  - run the benchmarks in benchmarks/ (minutes; prints tables)"
+	@echo "make test   - create $(VENV), install dlstudy with test and cluster extras, run pytest"
+	@echo "make bench  - run bench_metrics and bench_svm (--quick), bench_data, bench_train, bench_optim_step, bench_losses, bench_cluster (minutes; prints tables)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,9 @@ $(VENV)/.dlstudy-installed: pyproject.toml $(VENV)/.torch-installed
 	$(BIN)/pip install --disable-pip-version-check -q -e .
 	@touch $@
 
+# the cluster extra (ray, submitit: ~12 s, +250 MB) so the Ray and Slurm executor tests run for real
 $(VENV)/.dlstudy-test-installed: pyproject.toml $(VENV)/.torch-installed
-	$(BIN)/pip install --disable-pip-version-check -q -e ".[test]"
+	$(BIN)/pip install --disable-pip-version-check -q -e ".[test,cluster]"
 	@touch $@ $(VENV)/.dlstudy-installed
 
 demo: $(VENV)/.dlstudy-installed
@@ -38,7 +39,7 @@ test: $(VENV)/.dlstudy-test-installed
 	MPLBACKEND=Agg $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 $(VENV)/.dlstudy-bench-installed: pyproject.toml $(VENV)/.torch-installed
-	$(BIN)/pip install --disable-pip-version-check -q -e ".[test,bench]"
+	$(BIN)/pip install --disable-pip-version-check -q -e ".[test,bench,cluster]"
 	@touch $@
 
 # Each prints a table of ours vs the peer, measured in one run. Minutes in all; see README for the full sizes.
@@ -49,6 +50,7 @@ bench: $(VENV)/.dlstudy-bench-installed
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_optim_step.py
 	$(BIN)/python benchmarks/bench_losses.py
+	$(BIN)/python benchmarks/bench_cluster.py
 
 clean-venv:
 	rm -rf $(VENV)

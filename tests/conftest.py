@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny real data, the optional ../shared/data folder, and the --runslow switch."""
+"""Shared fixtures: the optional ../shared/data folder, the --runslow switch, and the fake job and fake studies
+(tests/helpers.py) that the study, reproduce, results-page and bad-input tests run on."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
+
+from helpers import CALL_LOG, FAKE_JOB, fake_study
 
 os.environ.setdefault("DLSTUDY_NO_PROGRESS", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -19,11 +23,13 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
-    if config.getoption("--runslow"):
-        return
+    """Tests using the shared_data fixture are marked shared_data (`-m "not shared_data"` leaves them out); tests
+    marked slow are skipped unless --runslow."""
     skip_slow = pytest.mark.skip(reason="slow: run with --runslow")
     for item in items:
-        if "slow" in item.keywords:
+        if "shared_data" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.shared_data)
+        if "slow" in item.keywords and not config.getoption("--runslow"):
             item.add_marker(skip_slow)
 
 
@@ -43,3 +49,32 @@ def _torch_threads():
     n = torch.get_num_threads()
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def fake(monkeypatch, tmp_path) -> Path:
+    """The job "fake" (helpers.fake_job) registered; returns the call log (read it with helpers.calls)."""
+    from dlstudy import jobs
+
+    monkeypatch.setitem(jobs.JOBS, "fake", jobs.Job(FAKE_JOB, "test job"))
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv(CALL_LOG, str(log))
+    return log
+
+
+@pytest.fixture
+def fake_studies(tmp_path, monkeypatch) -> Path:
+    """A folder of fake `<study>-quick.yaml` files (helpers.fake_study; the losses study has a failing arm) that
+    `dlstudy reproduce --quick` reads instead of the shipped ones; the job "fake" registered."""
+    from dlstudy import jobs
+    from dlstudy.studies import reproduce, sections
+
+    monkeypatch.setitem(jobs.JOBS, "fake", jobs.Job(FAKE_JOB, "test job"))
+    monkeypatch.setenv(CALL_LOG, str(tmp_path / "calls.log"))
+    folder = tmp_path / "studies"
+    folder.mkdir()
+    for section in reproduce.SECTIONS:
+        study = fake_study(section.study, bad=section.study == "losses")
+        (folder / f"{section.study}-quick.yaml").write_text(yaml.safe_dump(study))
+    monkeypatch.setattr(sections, "PACKAGE_STUDIES", folder)
+    return folder

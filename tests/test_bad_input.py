@@ -2,7 +2,7 @@
 of a study failed but its report was written), prints one message naming the value or file and what was expected,
 no traceback, and leaves the folders it was pointed at byte for byte as they were.
 
-The study cases use the fake nearest-centroid job of test_studies; the data and training cases the embedded digits
+The study cases use the fake nearest-centroid job (tests/helpers.py); the data and training cases the embedded digits
 data or a tiny image tree, so each case takes at most a few seconds.
 """
 
@@ -24,9 +24,7 @@ from dlstudy.config import build_run_config, dump_yaml
 from dlstudy.errors import ConfigError, WeightsError
 from dlstudy.runs import check_folder_name
 from dlstudy.studies.runner import load_study, plan_study
-from test_data_formats import make_image_tree
-from test_reproduce import _fake_study, fake_studies  # noqa: F401 - a fixture
-from test_studies import calls, fake  # noqa: F401 - a fixture
+from helpers import calls, fake_study, make_image_tree
 
 TRAIN = ["train", "--data", "digits", "--model", "mlp", "--epochs", "2", "--device", "cpu",
          "--set", "data.max_train=200", "--set", "data.max_eval=100", "--set", "train.train_eval_subset=50",
@@ -274,8 +272,8 @@ def test_imagefolder_with_a_single_class(work, capsys):
 # ------------------------------------------------------------------------------------------------ 7. reproduce
 
 
-def test_a_study_whose_runs_all_failed_is_shown_in_the_combined_report(tmp_path, fake_studies, capsys):  # noqa: F811
-    study = _fake_study("losses", bad=True)
+def test_a_study_whose_runs_all_failed_is_shown_in_the_combined_report(tmp_path, fake_studies, capsys):
+    study = fake_study("losses", bad=True)
     study["arms"][1]["set"]["optim.weight_decay"] = 3.0  # both arms fail
     study["reference"]["accuracy"] = 0.478  # a number without an arm: once max() of no runs
     study["reference"]["after"] = {"accuracy": 0.5}

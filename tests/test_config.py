@@ -7,8 +7,9 @@ import dataclasses
 import pytest
 import yaml
 
-from dlstudy.config import (ArmConfig, DataConfig, RunConfig, StudyConfig, build_run_config, deep_merge, dump_yaml,
-                            expand_dotted, from_dict, load_yaml_mapping, parse_overrides, set_dotted, to_dict)
+from dlstudy.config import (RETIRED_KEYS, ArmConfig, DataConfig, RunConfig, StudyConfig, build_run_config, deep_merge,
+                            drop_retired_keys, dump_yaml, expand_dotted, from_dict, load_yaml_mapping, parse_overrides,
+                            set_dotted, to_dict)
 from dlstudy.errors import ConfigError
 
 
@@ -99,6 +100,18 @@ def test_yaml_round_trip(tmp_path):
     assert to_dict(cfg)["svm"]["C"] == [0.5, 2.0]
 
 
+@pytest.mark.parametrize("key", RETIRED_KEYS)
+def test_retired_key_is_dropped_from_a_saved_run_but_unknown_in_a_new_config(key):
+    section, name = key.split(".")
+    saved = {**to_dict(RunConfig()), "seed": 3}
+    saved[section] = {**saved[section], name: 0}  # a config.yaml written when the key still existed
+    with pytest.raises(ConfigError, match=rf"config.{section}: unknown key\(s\) \['{name}'\]"):
+        build_run_config(saved)
+    assert build_run_config(drop_retired_keys(saved)) == RunConfig(seed=3)
+    assert name in saved[section]  # the caller's mapping is not changed
+    assert name not in {f.name for f in dataclasses.fields(getattr(RunConfig(), section))}
+
+
 def test_load_yaml_mapping_errors(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_yaml_mapping(tmp_path / "none.yaml")
@@ -120,7 +133,7 @@ OUT_OF_RANGE = {
     "optim.eps": 0.0, "optim.lr_grid": [0.1, -1.0],
     "train.epochs": -2, "train.batch_size": 0, "train.eval_batch_size": -1, "train.warmup_epochs": -1.0,
     "train.step_size": 0, "train.gamma": 0.0, "train.label_smoothing": 1.0, "train.grad_clip": 0.0,
-    "train.freeze_backbone_epochs": -1, "train.backbone_lr_mult": -0.5, "train.num_workers": -1,
+    "train.freeze_backbone_epochs": -1, "train.backbone_lr_mult": -0.5,
     "train.num_threads": 0, "train.max_steps_per_epoch": 0, "train.train_eval_subset": -1,
     "loss.ce_weight": -1.0, "loss.triplet_weight": -1.0, "loss.triplet_margin": -0.2, "loss.center_weight": -0.01,
     "loss.center_lr": 1.5, "loss.classes_per_batch": 1, "loss.samples_per_class": 1,

@@ -17,7 +17,7 @@ from dlstudy.errors import ConfigError
 from dlstudy.studies import plan as plan_mod
 from dlstudy.studies import reproduce
 from dlstudy.studies.runner import plan_study, referenced_studies
-from test_reproduce import _fake_study, fake_studies  # noqa: F401 - the fixture chained_studies builds on
+from helpers import fake_study
 
 
 def _study(**changes) -> StudyConfig:
@@ -50,11 +50,11 @@ def test_cross_study_weights_are_found_in_nested_and_dotted_keys(tmp_path):
 
 @pytest.fixture
 def chained_studies(fake_studies):
-    """test_reproduce's fake quick studies, where Q1 (svm) takes weights from an arm of the Q1 bonus study."""
-    study = _fake_study("svm")
+    """conftest's fake quick studies, where Q1 (svm) takes weights from an arm of the Q1 bonus study."""
+    study = fake_study("svm")
     study["arms"][1]["set"]["model.weights"] = "@finetune-quick/a"
     (fake_studies / "svm-quick.yaml").write_text(yaml.safe_dump(study))
-    (fake_studies / "losses-quick.yaml").write_text(yaml.safe_dump(_fake_study("losses")))  # no failing arm here
+    (fake_studies / "losses-quick.yaml").write_text(yaml.safe_dump(fake_study("losses")))  # no failing arm here
     return fake_studies
 
 

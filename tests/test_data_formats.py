@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from dlstudy.config import DataConfig
 from dlstudy.data import DATASETS, load_dataset
 from dlstudy.data.cifar import RestrictedUnpickler, restricted_loads
 from dlstudy.data.mnist import IMAGES_MAGIC, LABELS_MAGIC, read_idx
 from dlstudy.errors import DataError
+from helpers import encode, make_image_tree
 
 CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -191,31 +191,6 @@ def test_cifar_unexpected_content_names_the_file(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ image trees
-
-
-def encode(array: np.ndarray, fmt: str) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
-    return buf.getvalue()
-
-
-def make_image_tree(root: Path, classes=("cat", "dog", "emu"), per_class=4, size=(12, 10), gray=False,
-                    splits=("train",), seed=0) -> dict:
-    """root/<split>/<class>/<i>.png|jpg, alternating PNG and JPEG; returns the PNG pixel arrays by path."""
-    rng = np.random.default_rng(seed)
-    arrays = {}
-    for split in splits:
-        for cls in classes:
-            (root / split / cls).mkdir(parents=True, exist_ok=True)
-            for i in range(per_class):
-                shape = (size[1], size[0]) if gray else (size[1], size[0], 3)
-                array = rng.integers(0, 256, shape, dtype=np.uint8)
-                fmt, ext = ("PNG", "png") if i % 2 == 0 else ("JPEG", "jpg")
-                path = root / split / cls / f"{i:03d}.{ext}"
-                path.write_bytes(encode(array, fmt))
-                arrays[path] = array
-    (root / "train" / "README.txt").write_text("not an image, ignored")
-    return arrays
 
 
 def test_imagefolder_png_jpeg_labels_and_official_splits(tmp_path):

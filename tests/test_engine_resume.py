@@ -46,8 +46,7 @@ def _wait_for_epoch(run: Path, proc: subprocess.Popen, epochs: int, timeout: flo
 def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     from dlstudy.data import AUGMENT_PRESETS
 
-    if "crop" not in AUGMENT_PRESETS:
-        pytest.skip(f"augment preset 'crop' not registered ({list(AUGMENT_PRESETS)})")
+    assert "crop" in AUGMENT_PRESETS, f"augment preset 'crop' not registered ({list(AUGMENT_PRESETS)})"
     full = subprocess.Popen(_train(tmp_path, "full"), env=_env(), stderr=subprocess.PIPE, text=True)
     killed = subprocess.Popen(_train(tmp_path, "killed"), env=_env(), stderr=subprocess.PIPE, text=True)
     _wait_for_epoch(tmp_path / "killed", killed, 1)

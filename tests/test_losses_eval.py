@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dlstudy import data
 from dlstudy.config import build_run_config
 from dlstudy.errors import ConfigError
 from dlstudy.engine.evaluation import (embedding_scores, evaluate_embeddings, evaluate_model_embeddings,
@@ -64,7 +65,6 @@ def test_pk_sampler_rejects_more_classes_than_present():
 
 
 def test_pk_sampler_plugs_into_data_batches():
-    data = pytest.importorskip("dlstudy.data")
     split = data.Split(torch.randint(0, 255, (60, 1, 4, 4), dtype=torch.uint8), torch.arange(6).repeat(10))
     got = list(data.batches(split, 8, shuffle=True, sampler=PKBatchSampler(split.labels, 2, 4, seed=0)))
     assert len(got) == 60 // 8 and all(y.shape == (8,) and len(set(y.tolist())) == 2 for _, y in got)
@@ -151,7 +151,6 @@ class DigitsMLP(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def digits_splits():
-    data = pytest.importorskip("dlstudy.data")
     from sklearn.datasets import load_digits
 
     d = load_digits()

@@ -10,7 +10,7 @@ import torch
 from sklearn import metrics as skm
 
 from dlstudy import metrics as m
-from dlstudy.metrics import ranking
+from dlstudy.metrics import _ranks, classification, ranking
 from dlstudy.metrics.classification import _cuda_confusion_matrix
 
 TOL = 1e-12
@@ -307,3 +307,146 @@ def test_block_boundaries_do_not_change_results(monkeypatch):
 def test_bad_input_raises_a_precise_value_error(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# ------------------------------------------------------------------------------------------------ fast paths
+
+
+LABEL_DTYPES = [np.int64, np.int32, np.int16, np.int8, np.uint8, np.uint32, np.uint64]
+
+
+@pytest.mark.parametrize("dtype", LABEL_DTYPES)
+@pytest.mark.parametrize("seed", [0, 1, 5, 10])
+def test_label_dtypes_give_sklearns_exact_counts(seed, dtype):
+    """Labels are counted in their own dtype (int32 and narrower combine in int32): same integers as sklearn."""
+    y, p, _, k = _case(seed)
+    k = min(k, 100)  # int8 holds 0..127
+    y, p = y % k, p % k
+    yd, pd = y.astype(dtype), p.astype(dtype)
+    assert np.array_equal(m.confusion_matrix(yd, pd, k), skm.confusion_matrix(y, p, labels=np.arange(k)))
+    inferred = np.arange(max(y.max(), p.max()) + 1)  # without num_classes, K = max label + 1
+    assert np.array_equal(m.confusion_matrix(yd, pd), skm.confusion_matrix(y, p, labels=inferred))
+    assert m.accuracy_score(yd, pd) == skm.accuracy_score(y, p)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = m.precision_recall_fscore(yd, pd, average="macro", num_classes=k)
+        ref = skm.precision_recall_fscore_support(y, p, average="macro", labels=np.arange(k), zero_division=0.0)
+    assert ours[:3] == ref[:3]
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 1 << 16])
+def test_confusion_matrix_chunks_do_not_change_counts(chunk, monkeypatch):
+    """Pairs are counted in chunks (a partial last one) while K*K fits a chunk, in one bincount past that; without
+    num_classes K grows chunk by chunk (sorted labels: each chunk brings a larger one)."""
+    monkeypatch.setattr(classification, "_PAIR_CHUNK", chunk)
+    rng = np.random.default_rng(chunk)
+    for k in (2, 5, 37):
+        y, p = rng.integers(0, k, 3001), rng.integers(0, k, 3001)
+        ys = np.sort(y)
+        for dtype in (np.int64, np.int32, np.uint8, np.int8):
+            ours = m.confusion_matrix(y.astype(dtype), p.astype(dtype), k)
+            assert np.array_equal(ours, skm.confusion_matrix(y, p, labels=np.arange(k)))
+            ours = m.confusion_matrix(ys.astype(dtype), np.sort(p).astype(dtype))
+            assert np.array_equal(ours, skm.confusion_matrix(ys, np.sort(p), labels=np.arange(k)))
+
+
+def test_bool_labels_and_label_range_errors_per_dtype():
+    y = np.array([True, False, True])
+    assert np.array_equal(m.confusion_matrix(y, ~y), skm.confusion_matrix(y, ~y))
+    for dtype in (np.int8, np.int32, np.int64):
+        with pytest.raises(ValueError, match="label -3, outside"):
+            m.confusion_matrix(np.array([0, -3, 1], dtype=dtype), np.array([0, 1, 1], dtype=dtype))
+        with pytest.raises(ValueError, match="label 3, outside 0..2"):
+            m.confusion_matrix(np.array([0, 3, 1], dtype=dtype), np.array([0, 1, 1], dtype=dtype), 3)
+    with pytest.raises(ValueError, match="label 7, outside 0..2"):
+        m.roc_auc_score(np.array([0, 7, 1], dtype=np.uint32), np.ones((3, 3)))
+
+
+@pytest.mark.parametrize("label_dtype", [np.int64, np.int32])
+@pytest.mark.parametrize("score_dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_ovr_auc_fast_path_equals_sklearn(seed, label_dtype, score_dtype):
+    """int64/int32 labels with float64/float32 probabilities (the benchmark's inputs), scores with ties and exact
+    zeros, every class present: sklearn's multiclass call is the oracle (to 1e-12: ours divides exact integer rank
+    sums once, sklearn sums trapezoids, so the two may differ in the last bit)."""
+    rng = np.random.default_rng(seed)
+    k, n = int(rng.integers(3, 12)), 5000
+    y = np.concatenate([np.arange(k), rng.integers(0, k, n - k)])
+    logits = 3 * rng.normal(size=(n, k)) + 2 * np.eye(k)[y]
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    if seed % 2:
+        probs = np.round(probs, 2)  # many ties and exact zeros
+    s = probs.astype(score_dtype)
+    yl = y.astype(label_dtype)
+    per_class = [skm.roc_auc_score(y == c, s[:, c]) for c in range(k)]
+    _close(m.roc_auc_score(yl, s, average=None), per_class)
+    # rounded rows no longer sum to 1, which sklearn's multiclass call refuses: its macro is the per-class mean
+    ref = np.mean(per_class) if seed % 2 else skm.roc_auc_score(y, s, multi_class="ovr")
+    _close(m.roc_auc_score(yl, s), ref)
+
+
+@pytest.mark.parametrize("scores", ["negative zero", "mixed signs", "all negative", "F-ordered"])
+def test_ovr_auc_score_layouts_and_signs_equal_sklearn(scores, monkeypatch):
+    """The integer-bit search (non-negative scores), the float search (any sign, -0.0) and the column blocks
+    (several per matrix here, Fortran order) all give sklearn's values; the caller's array is left untouched."""
+    rng = np.random.default_rng(4)
+    k, n = 7, 3000
+    y = rng.integers(0, k, n)
+    s = np.round(rng.random((n, k)), 1)
+    if scores == "negative zero":
+        s[rng.random((n, k)) < 0.3] = -0.0  # equal to +0.0, but its bits are the largest unsigned value
+    elif scores == "mixed signs":
+        s -= 0.5
+    elif scores == "all negative":
+        s = -s - 1.0
+    else:
+        s = np.asfortranarray(s)
+    before = s.copy()
+    monkeypatch.setattr(ranking, "_BLOCK_BYTES", 3 * n * s.itemsize)  # blocks of 3 columns: 3 + 3 + 1
+    per_class = m.roc_auc_score(y, s, average=None)
+    assert np.array_equal(s, before) and np.array_equal(np.signbit(s), np.signbit(before))
+    _close(per_class, [skm.roc_auc_score(y == c, s[:, c]) for c in range(k)])
+    _close(m.roc_auc_score(y == 2, s[:, 2]), skm.roc_auc_score(y == 2, s[:, 2]))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_rank_sums_equal_a_naive_pair_count(seed):
+    """S = sum over positives of (#pool < v) + (#pool <= v), against an O(N P) count: ties, a unique or a repeated
+    maximum, float and integer-bit searches."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 40))
+    pool = rng.integers(0, 6, n).astype(np.float64 if seed % 2 else np.float32)
+    if seed % 3 == 0:
+        pool -= 3.0  # negative values: float search
+    if seed == 4:
+        pool[0] = 100.0  # the maximum is unique and a positive
+    members = np.sort(pool[rng.random(n) < 0.5])
+    others = np.sort(rng.integers(-4, 8, 5).astype(pool.dtype))
+    pool = np.sort(pool)
+    for pos, rank_sum in ((members, _ranks.rank_sum_members), (members, _ranks.rank_sum_sorted),
+                          (others, _ranks.rank_sum_sorted)):
+        if seed == 4 and pos is members:
+            pos = np.append(pos, 100.0).astype(pool.dtype)
+        naive = int(sum((pool < v).sum() + (pool <= v).sum() for v in pos))
+        assert rank_sum(pool, pos) == naive
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("column", [0, 2])
+def test_ovr_auc_finds_non_finite_scores_on_the_sorted_columns(bad, column):
+    """The OvR path checks finiteness on each sorted column's ends, including a column whose class is absent."""
+    y = np.array([0, 1, 0, 1, 0, 1])  # class 2 has no positives: its column is not ranked
+    s = np.random.default_rng(0).random((6, 3))
+    s[3, column] = bad
+    for average in ("macro", None, "micro", "weighted"):
+        with pytest.raises(ValueError, match="NaN or inf"):
+            m.roc_auc_score(y, s, average=average)
+
+
+def test_scores_whose_sum_overflows_are_finite():
+    y = np.array([0, 1, 2, 0, 1, 2])
+    s = np.finfo(np.float64).max * np.random.default_rng(0).random((6, 3))  # sum overflows to inf
+    _close(m.roc_auc_score(y, s, average="micro"), skm.roc_auc_score(np.eye(3)[y].ravel(), s.ravel()))
+    _close(m.roc_auc_score(y, s, average=None), [skm.roc_auc_score(y == c, s[:, c]) for c in range(3)])
+    s32 = np.full((4, 2), np.finfo(np.float32).max, dtype=np.float32)
+    assert m.top_k_accuracy_score([0, 1, 0, 1], s32, k=1) == 0.5

@@ -257,7 +257,6 @@ def test_study_files_resolve_to_the_reference_four_arms(file):
 
 
 def _engine_run(tmp_path: Path, name: str, **train) -> Path:
-    pytest.importorskip("dlstudy.engine.job")
     from dlstudy.jobs import run_job
     from dlstudy.runs import RunDir
 
@@ -281,7 +280,6 @@ def test_same_seed_gives_identical_curves_through_the_engine(tmp_path):
 
 
 def test_batchnorm_model_at_batch_one_is_refused_by_the_train_job(tmp_path):
-    pytest.importorskip("dlstudy.engine.job")
     from dlstudy.jobs import run_job
     from dlstudy.models import MODELS
     from dlstudy.runs import RunDir

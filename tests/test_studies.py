@@ -104,8 +104,8 @@ def test_cli_set_and_seeds_apply_to_every_arm(tmp_path, fake):
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"arms_": []}, "unknown key(s) ['arms_']; valid keys are ['arms', 'base', 'description', 'grid', 'kind', "
-                    "'minutes', 'name', 'reference', 'seeds', 'stats']"),
+    ({"arms_": []}, "unknown key(s) ['arms_']; valid keys are ['arms', 'base', 'description', 'executor', 'grid', "
+                    "'kind', 'minutes', 'name', 'reference', 'seeds', 'stats']"),
     ({"seeds": "0"}, "study.seeds: expected a list, got '0' (str)"),
     ({"seeds": [0, "one"]}, "study.seeds[1]: expected int, got 'one' (str)"),
     ({"arms": [{"name": "a", "sett": {}}]}, "study.arms[0]: unknown key(s) ['sett']; valid keys are ['name', 'set']"),

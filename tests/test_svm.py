@@ -7,8 +7,10 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from scipy.optimize import minimize
 from sklearn.base import clone
 from sklearn.datasets import load_digits
+from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
@@ -122,6 +124,58 @@ def test_weston_watkins_optimal_and_accurate(digits_split):
     assert svm.score(Xte, yte) > 0.93
 
 
+def _ww_loss(W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray) -> float:
+    """sum_i sum_{k != y_i} max(0, 1 + z_ik - z_iy_i), W (D, K): plain NumPy, no shared code."""
+    Z = X @ W + b
+    L = np.maximum(0.0, 1.0 + Z - Z[np.arange(len(y)), y][:, None])
+    L[np.arange(len(y)), y] = 0.0
+    return float(L.sum())
+
+
+def _ww_qp_oracle(X: np.ndarray, y: np.ndarray, C: float) -> tuple[np.ndarray, np.ndarray]:
+    """Weston-Watkins as the quadratic program of the 1999 paper, solved by SciPy's SLSQP:
+
+        min 1/2 ||W||^2 + C sum xi_ik   s.t.  xi_ik >= 1 + z_ik - z_iy_i,  xi_ik >= 0   (k != y_i)
+
+    over v = (W (D*K, row-major), b (K), xi (one per pair)): no smoothing, no Newton, nothing of ours."""
+    n, d = X.shape
+    K = int(y.max()) + 1
+    pairs = [(i, k) for i in range(n) for k in range(K) if k != y[i]]
+    m = d * K + K
+    A = np.zeros((len(pairs), m + len(pairs)))  # A v >= 1 is xi_ik - (z_ik - z_iy_i) >= 1
+    for p, (i, k) in enumerate(pairs):
+        A[p, k:d * K:K] -= X[i]
+        A[p, y[i]:d * K:K] += X[i]
+        A[p, d * K + k] -= 1.0
+        A[p, d * K + y[i]] += 1.0
+        A[p, m + p] = 1.0
+    res = minimize(lambda v: 0.5 * v[:d * K] @ v[:d * K] + C * v[m:].sum(),
+                   np.concatenate([np.zeros(m), np.ones(len(pairs))]),  # feasible start
+                   jac=lambda v: np.concatenate([v[:d * K], np.zeros(K), np.full(len(pairs), C)]),
+                   method="SLSQP", bounds=[(None, None)] * m + [(0, None)] * len(pairs),
+                   constraints=[{"type": "ineq", "fun": lambda v: A @ v - 1.0, "jac": lambda v: A}],
+                   options={"ftol": 1e-15, "maxiter": 2000})
+    return res.x[:d * K].reshape(d, K), res.x[d * K:m]
+
+
+def test_weston_watkins_equals_an_independent_qp_oracle():
+    rng = np.random.default_rng(0)
+    n, d, K, C = 36, 5, 3, 1.0
+    y = np.repeat(np.arange(K), n // K)
+    X = rng.normal(size=(n, d)) + 1.5 * np.eye(K, d)[y]  # overlapping classes: active and inactive pairs
+    W_or, b_or = _ww_qp_oracle(X, y, C)
+    P_or = 0.5 * float((W_or ** 2).sum()) + C * _ww_loss(W_or, b_or, X, y)
+    svm = LinearSVM(C=C, multi_class="weston_watkins", tol=1e-6).fit(X, y)
+    P = 0.5 * float((svm.coef_ ** 2).sum()) + C * _ww_loss(svm.coef_.T, svm.intercept_, X, y)
+    assert svm.converged_ and P == pytest.approx(svm.objective_, rel=1e-12)
+    assert abs(P - P_or) <= 1e-6 * P_or, (P, P_or)  # measured: 6.5e-8 apart
+    assert P - P_or <= svm.dual_gap_  # the certificate holds against the true optimum
+    # P is 1-strongly convex in W, so ||W - W*||_F^2 <= 2 (P - P*): 1e-6 relative (P ~ 8.7) allows 4e-3
+    np.testing.assert_allclose(svm.coef_.T, W_or, atol=1e-3)
+    # the loss sees only differences of scores: the bias is defined up to a common shift
+    np.testing.assert_allclose(svm.intercept_ - svm.intercept_.mean(), b_or - b_or.mean(), atol=1e-3)
+
+
 @pytest.mark.parametrize("name", sorted(FORMULATIONS))
 def test_gradients_and_hessian_match_autograd(name):
     form = FORMULATIONS[name]
@@ -146,7 +200,7 @@ def test_estimator_contract_clone_and_params(digits):
     copy = clone(svm)
     assert copy.get_params() == svm.get_params() and copy is not svm
     assert svm.set_params(C=2.0) is svm and svm.C == 2.0
-    with pytest.raises(ValueError, match="unknown parameter 'bogus'"):
+    with pytest.raises(ValueError, match="Invalid parameter 'bogus'"):
         svm.set_params(bogus=1)
     fitted = LinearSVM(C=0.1).fit(X, y)
     assert fitted.coef_.shape == (10, 64) and fitted.intercept_.shape == (10,) and fitted.n_iter_ > 0
@@ -156,6 +210,60 @@ def test_estimator_contract_clone_and_params(digits):
     np.testing.assert_array_equal(fitted.classes_[proba.argmax(1)], fitted.predict(X[:20]))
     assert fitted.calibration_ == "train"
     assert fitted.calibrate(X[:300], y[:300]).calibration_ == "heldout" and fitted.temperature_ > 0
+
+
+def test_not_fitted_raises_sklearn_not_fitted_error(digits, tmp_path):
+    X, _ = digits
+    svm = LinearSVM()
+    for call in (svm.predict, svm.decision_function, svm.predict_proba, lambda X: svm.score(X, np.zeros(len(X))),
+                 lambda X: svm.calibrate(X, np.zeros(len(X))), lambda X: svm.save(tmp_path / "m.npz")):
+        with pytest.raises(NotFittedError, match="not fitted"):
+            call(X)
+
+
+@pytest.mark.parametrize("multi_class", ["ovr", "crammer_singer"])
+def test_two_classes_decision_function_is_one_column(digits, multi_class):
+    X, y = digits
+    keep = (y == 3) | (y == 8)
+    X, labels = X[keep], np.where(y[keep] == 3, "three", "eight")  # classes_ = ['eight', 'three']
+    svm = LinearSVM(C=0.1, multi_class=multi_class, tol=1e-6 if multi_class == "ovr" else 1e-3).fit(X, labels)
+    margin, scores = svm.decision_function(X), svm._decision_matrix(X)
+    assert margin.shape == (len(X),) and scores.shape == (len(X), 2)
+    np.testing.assert_allclose(margin, (scores[:, 1] - scores[:, 0]) / 2)
+    np.testing.assert_array_equal(svm.predict(X), svm.classes_[(margin > 0).astype(int)])  # > 0: classes_[1]
+    assert svm.predict_proba(X).shape == (len(X), 2)
+    if multi_class == "ovr":  # the two binary problems are mirror images: the margin is each one's own score
+        np.testing.assert_allclose(margin, scores[:, 1], rtol=1e-3, atol=1e-3 * np.abs(margin).max())
+
+
+def test_sample_weight_equals_repeating_and_removing_rows(digits_split):
+    Xtr, _, ytr, _ = digits_split
+    rng = np.random.default_rng(0)
+    sw = rng.integers(0, 4, len(ytr))  # 0: removed, 2 and 3: repeated
+    for standardize in (False, True):
+        weighted = LinearSVM(C=0.1, tol=1e-9, standardize=standardize).fit(Xtr, ytr, sample_weight=sw)
+        repeated = LinearSVM(C=0.1, tol=1e-9, standardize=standardize).fit(np.repeat(Xtr, sw, 0), np.repeat(ytr, sw))
+        # the same problem, summed in another order: equal objectives; coefficients equal to the solver's
+        # tolerance (a gap of 1e-9 P bounds them by sqrt(2e-9 P); measured <= 4e-6 apart, coefficients ~0.1)
+        assert weighted.objective_ == pytest.approx(repeated.objective_, rel=1e-9)
+        np.testing.assert_allclose(weighted.coef_, repeated.coef_, atol=2e-5)
+        np.testing.assert_allclose(weighted.intercept_, repeated.intercept_, atol=2e-5)
+        assert weighted.temperature_ == pytest.approx(repeated.temperature_, rel=1e-6)
+
+
+def test_sample_weight_multiplies_like_class_weight():
+    rng = np.random.default_rng(1)
+    X = np.vstack([rng.normal(0, 1, (200, 3)), rng.normal(1, 1, (60, 3)), rng.normal(-1, 1, (40, 3))])
+    y = np.repeat([0, 1, 2], [200, 60, 40])
+    by_class = LinearSVM(C=0.5, tol=1e-9, class_weight={0: 0.5, 1: 2.0}).fit(X, y)
+    by_sample = LinearSVM(C=0.5, tol=1e-9).fit(X, y, sample_weight=np.array([0.5, 2.0, 1.0])[y])
+    np.testing.assert_allclose(by_sample.coef_, by_class.coef_, rtol=1e-7, atol=1e-10)
+    both = LinearSVM(C=0.5, tol=1e-9, class_weight={0: 0.5}).fit(X, y, sample_weight=np.array([1.0, 2.0, 1.0])[y])
+    np.testing.assert_allclose(both.coef_, by_class.coef_, rtol=1e-7, atol=1e-10)  # the two multiply
+    with pytest.raises(ValueError, match="sample_weight must have shape"):
+        LinearSVM().fit(X, y, sample_weight=np.ones(5))
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        LinearSVM().fit(X, y, sample_weight=-np.ones(len(y)))
 
 
 def test_string_and_noncontiguous_labels(digits_split):
@@ -204,9 +312,9 @@ def test_bad_params_and_predict_input(digits):
     with pytest.raises(ValueError, match="not fitted"):
         LinearSVM().predict(X)
     svm = LinearSVM(C=0.1).fit(X, y)
-    with pytest.raises(ValueError, match="X has 63 features, but the model was fitted with 64"):
+    with pytest.raises(ValueError, match="X has 63 features, but LinearSVM is expecting 64 features"):
         svm.predict(X[:, :63])
-    with pytest.raises(ValueError, match="decision_function: X contains NaN"):
+    with pytest.raises(ValueError, match="predict: X contains NaN"):
         svm.predict(np.full((2, 64), np.nan))
 
 

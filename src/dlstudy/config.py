@@ -78,15 +78,18 @@ class TrainConfig:
     freeze_backbone_epochs: int = 0  # head-only epochs before the backbone is unfrozen
     backbone_lr_mult: float = 1.0  # discriminative LR: backbone lr = lr * this once unfrozen
     deterministic: bool = False
-    num_workers: int = 0
-    # torch CPU threads for this run; None: torch's default. 1 makes batch-1 steps of a small MLP ~10x faster on
-    # 2 cores (each op's thread hand-off costs more than the op itself)
+    # torch CPU threads for this run; None: chosen by the work per step (dlstudy.engine.threads: one thread for
+    # tiny steps such as a batch-1 MLP, whose ops cost less than a thread hand-off; every core for conv nets).
+    # env.json records the count used (torch_threads) and why (torch_threads_rule)
     num_threads: int | None = None
     max_steps_per_epoch: int | None = None
     train_eval_subset: int = 1000  # fixed train subset whose loss/accuracy is measured each epoch
     evaluate_before: bool = True  # evaluate the untrained (new-head) model on test first
     frozen_bn: bool = False  # allow BatchNorm models at batch size 1 by freezing BN statistics
     checkpoint: bool = True
+    # keep checkpoints/last.pt (optimizer state etc., ~3x the weights) once the run is finished (DONE); best.pt, what
+    # `dlstudy evaluate` / load_run use, is always kept. True lets `--resume --set train.epochs=N` extend it later
+    keep_last_checkpoint: bool = False
 
 
 @dataclass
@@ -171,6 +174,35 @@ class StatsConfig:
 
 
 @dataclass
+class ExecutorConfig:
+    """`executor:` of a study file: where its runs execute; `dlstudy run` flags override it (docs/cluster.md)."""
+
+    name: str = "local"  # local (--jobs processes) | ray | slurm: a key of dlstudy.studies.executors.EXECUTORS
+    address: str | None = None  # ray: the cluster to join (HEAD_IP:6379, or auto on a cluster node); None: a local one
+    cpus_per_run: int | None = None  # CPU cores (and torch threads) per run; None: 1 on ray/slurm, cores/--jobs here
+    # GPUs per run; None: 1 for a cuda run (or device auto on a cluster with GPUs), else 0. Above 1, the run is one
+    # DistributedDataParallel job of that many processes on one node (torchrun inside the task)
+    gpus_per_run: int | None = None
+    # is --out the same folder on every node? None: each task checks; false: each finished run folder is sent back
+    # to the driver (a tar through Ray's object store)
+    shared_out: bool | None = None
+    retries: int = 2  # ray: times a run is retried when its worker or node dies
+    partition: str | None = None  # slurm: --partition
+    time_min: int = 60  # slurm: --time of each run, minutes
+    array_parallelism: int = 256  # slurm: runs of the job array running at once
+    slurm: dict[str, Any] = field(default_factory=dict)  # slurm: more sbatch options, e.g. {account: lab, qos: high}
+
+    def __post_init__(self) -> None:
+        for key in ("cpus_per_run", "retries", "time_min", "array_parallelism"):
+            value = getattr(self, key)
+            least = 0 if key == "retries" else 1
+            if value is not None and value < least:
+                raise ConfigError(f"executor.{key}: expected >= {least}, got {value}")
+        if self.gpus_per_run is not None and self.gpus_per_run < 0:
+            raise ConfigError(f"executor.gpus_per_run: expected >= 0, got {self.gpus_per_run}")
+
+
+@dataclass
 class StudyConfig:
     name: str
     description: str = ""
@@ -184,6 +216,7 @@ class StudyConfig:
     # which): `dlstudy reproduce` scales it by a short calibration to print an estimate before it starts
     minutes: float | None = None
     stats: StatsConfig = field(default_factory=StatsConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -349,6 +382,25 @@ def parse_overrides(pairs: list[str] | None) -> dict:
     return tree
 
 
+# Keys that earlier versions wrote into run folders' config.yaml and that no longer exist. Reading a saved run (load_run,
+# `train --resume`, a study's finished runs) drops them; a new config naming one is an unknown-key error as usual.
+RETIRED_KEYS = (
+    "train.num_workers",  # never read: batches are sliced from in-memory uint8 tensors, there is no DataLoader
+)
+
+
+def drop_retired_keys(mapping: dict) -> dict:
+    """A saved run's config mapping without RETIRED_KEYS (a copy; `mapping` is left as it is)."""
+    if not isinstance(mapping, dict):
+        return mapping  # not a config: left for build_run_config to report
+    out = {section: dict(values) if isinstance(values, dict) else values for section, values in mapping.items()}
+    for key in RETIRED_KEYS:
+        section, name = key.split(".")
+        if isinstance(out.get(section), dict):
+            out[section].pop(name, None)
+    return out
+
+
 def load_yaml_mapping(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
@@ -395,7 +447,7 @@ RANGES: dict[str, Rule] = {
     "train.epochs": AT_LEAST_1, "train.batch_size": AT_LEAST_1, "train.eval_batch_size": AT_LEAST_1,
     "train.warmup_epochs": NON_NEGATIVE, "train.step_size": AT_LEAST_1, "train.gamma": DECAY,
     "train.label_smoothing": FRACTION, "train.grad_clip": POSITIVE, "train.freeze_backbone_epochs": NON_NEGATIVE,
-    "train.backbone_lr_mult": NON_NEGATIVE, "train.num_workers": NON_NEGATIVE, "train.num_threads": AT_LEAST_1,
+    "train.backbone_lr_mult": NON_NEGATIVE, "train.num_threads": AT_LEAST_1,
     "train.max_steps_per_epoch": AT_LEAST_1, "train.train_eval_subset": NON_NEGATIVE,  # 0: not measured
     "loss.ce_weight": NON_NEGATIVE, "loss.triplet_weight": NON_NEGATIVE, "loss.triplet_margin": NON_NEGATIVE,
     "loss.center_weight": NON_NEGATIVE, "loss.center_lr": UNIT,

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dlstudy.config import RunConfig, build_run_config, load_yaml_mapping
+from dlstudy.config import RunConfig, build_run_config, drop_retired_keys, load_yaml_mapping
 from dlstudy.errors import DataError
 from dlstudy.runs import MODEL_CARD
 from dlstudy.io import read_json
@@ -181,7 +181,7 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> LoadedRun:
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise DataError(f"{run_dir}: config.yaml missing; not a complete run folder")
-    cfg = build_run_config(load_yaml_mapping(config_path), where=str(config_path))
+    cfg = build_run_config(drop_retired_keys(load_yaml_mapping(config_path)), where=str(config_path))
     files, inputs = card.get("files", {}), card["inputs"]
     svm = _load_svm(run_dir / files["svm"]) if files.get("svm") else None
     if card["kind"] == "svm":

@@ -4,7 +4,7 @@
     build_optimizer(params, cfg)     OptimConfig -> torch.optim.Optimizer (per-group "lr_mult" for discriminative LR)
     build_scheduler(opt, train, n)   TrainConfig -> StepSchedule, stepped once per optimizer step, checkpointable
     check_batchnorm_batch_size(...)  batch size 1 + BatchNorm is an error unless train.frozen_bn
-    freeze_batchnorm(model)          BN layers to eval mode; call it after every model.train()
+    freeze_batchnorm(model)          BN layers to eval mode (Classifier.train() keeps them so when frozen_bn)
     select_learning_rate(cfg, grid, run_fn)  the same budget per learning rate, chosen on val accuracy
 
 Registry entries are small records, not subclasses: every optimizer is a stock `torch.optim` class with fixed
@@ -249,7 +249,9 @@ def batchnorm_layers(model: nn.Module) -> list[str]:
 def freeze_batchnorm(model: nn.Module) -> int:
     """Put every BatchNorm layer in eval mode: running statistics fixed, affine weight/bias still trained.
 
-    model.train() switches them back, so the engine calls this after every model.train(). Returns the count.
+    model.train() switches them back: a `Classifier` whose `frozen_bn` attribute is set (the train job sets it from
+    train.frozen_bn) re-freezes them in its own train(); any other model needs this after every model.train().
+    Returns the count.
     """
     count = 0
     for module in model.modules():

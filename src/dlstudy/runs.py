@@ -174,6 +174,12 @@ class RunDir:
     def save_figure(self, fig, name: str) -> Path:
         return save_figure(fig, self.figures / f"{name}.png")
 
+    def update_env(self, **values) -> None:
+        """Add or replace keys of env.json (e.g. the torch thread count a job chose after start())."""
+        env_path = self.path / "env.json"
+        env = read_json(env_path) if env_path.exists() else {}
+        atomic_write_json(env_path, {**env, **values})
+
     def stamp_end(self) -> str:
         """Record the end time in env.json; returns it."""
         env_path = self.path / "env.json"

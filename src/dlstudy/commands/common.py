@@ -39,3 +39,38 @@ def resolve_config(args: argparse.Namespace, task: str, extra_flags: dict[str, s
     file_layer = load_yaml_mapping(args.config) if getattr(args, "config", None) else {}
     flags = flag_layer(args, {**COMMON_FLAGS, **(extra_flags or {})})
     return build_run_config({"task": task}, file_layer, flags, parse_overrides(args.overrides))
+
+
+EXECUTOR_FLAGS = {"executor": "name", "address": "address", "cpus_per_run": "cpus_per_run",
+                  "gpus_per_run": "gpus_per_run", "shared_out": "shared_out", "partition": "partition",
+                  "time": "time_min"}
+
+
+def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where a study's runs execute (run, reproduce); each flag given overrides the study file's `executor:` block."""
+    from dlstudy.studies.executors import EXECUTORS
+
+    group = parser.add_argument_group("executor (docs/cluster.md)")
+    group.add_argument("--executor", choices=sorted(EXECUTORS), default=None,
+                       help="; ".join(f"{name}: {entry.help}" for name, entry in EXECUTORS.items()) +
+                       " (default: the study's executor.name, else local; ray and slurm need "
+                       "pip install 'dlstudy[cluster]')")
+    group.add_argument("--address", default=None, help="ray: the cluster to join, e.g. HEAD_IP:6379 or auto "
+                       "(default: start a local Ray cluster on this machine)")
+    group.add_argument("--cpus-per-run", type=int, default=None, help="ray/slurm: CPU cores (and torch threads) "
+                       "per run (default 1)")
+    group.add_argument("--gpus-per-run", type=int, default=None, help="ray/slurm: GPUs per run (default: 1 for a "
+                       "cuda run, 0 for cpu); above 1, one torchrun DDP job of that many processes per run")
+    group.add_argument("--shared-out", choices=["yes", "no"], default=None,
+                       help="ray: is --out the same folder on every node? no: each finished run folder is sent "
+                       "back to this machine (default: each node checks)")
+    group.add_argument("--partition", default=None, help="slurm: partition of the job array")
+    group.add_argument("--time", type=int, default=None, metavar="MINUTES", help="slurm: time limit per run")
+
+
+def executor_flags(args: argparse.Namespace) -> dict:
+    """The executor flags that were given, as ExecutorConfig keys."""
+    flags = {key: getattr(args, dest, None) for dest, key in EXECUTOR_FLAGS.items()}
+    if flags["shared_out"] is not None:
+        flags["shared_out"] = flags["shared_out"] == "yes"
+    return {k: v for k, v in flags.items() if v is not None}

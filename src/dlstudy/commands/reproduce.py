@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from dlstudy.commands.common import add_executor_arguments, executor_flags
+
 log = logging.getLogger(__name__)
 
 
@@ -28,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time per study, each in its own process")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a run-config key in every arm of every study (repeatable)")
+    add_executor_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
                         "the real data in about an hour on 2 cores; --tier quick is the digits demo)")
     args.interrupt_hint = "finished runs are kept: run the same command again to continue with the others"
     html_path, failures = run_reproduce(args.out, tier=tier, data_root=args.data_root, budget=args.budget,
-                                        jobs=args.jobs, only=args.only, overrides=parse_overrides(args.overrides))
+                                        jobs=args.jobs, only=args.only, overrides=parse_overrides(args.overrides),
+                                        executor=executor_flags(args))
     print(f"report: {html_path}")
     print(f"        {html_path.with_suffix('.md')}")
     if failures:

@@ -1,10 +1,16 @@
-"""`dlstudy run STUDY.yaml --out DIR`: every arm x seed of a study, resumable, then summary.csv and the report."""
+"""`dlstudy run STUDY.yaml --out DIR`: every arm x seed of a study, resumable, then summary.csv and the report.
+
+    dlstudy run studies/losses-quick.yaml --jobs 2                           # two processes on this machine
+    dlstudy run studies/losses.yaml --executor ray --address HEAD_IP:6379    # a Ray cluster (docs/cluster.md)
+    dlstudy run studies/losses.yaml --executor slurm --partition gpu --time 120 --gpus-per-run 1
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 
+from dlstudy.commands.common import add_executor_arguments, executor_flags
 from dlstudy.config import parse_overrides
 
 log = logging.getLogger(__name__)
@@ -20,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time, each in its own process "
                         "(the CPU threads are split between them)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds to run instead of the study's")
+    add_executor_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     if args.data_root is not None:
         overrides.setdefault("data", {})["root"] = args.data_root
     args.interrupt_hint = "finished runs are kept: run the same command again to continue with the others"
-    study_dir, results = run_study(args.study, args.out, overrides, jobs=args.jobs, seeds=args.seeds)
+    study_dir, results = run_study(args.study, args.out, overrides, jobs=args.jobs, seeds=args.seeds,
+                                   executor=executor_flags(args))
     failed = [r for r in results if not r.ok]
     print(study_dir / "report.md")
     print(study_dir / "report.html")

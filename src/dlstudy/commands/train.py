@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from dlstudy.commands.common import add_run_arguments, resolve_config
-from dlstudy.config import build_run_config, load_yaml_mapping, parse_overrides
+from dlstudy.config import build_run_config, drop_retired_keys, load_yaml_mapping, parse_overrides
 from dlstudy.errors import ConfigError
 from dlstudy.runs import check_output_folder
 
@@ -51,7 +51,8 @@ def _resume_config(args: argparse.Namespace):
     if not config_file.is_file():
         raise ConfigError(f"--resume {run_path}: not a run folder (no {config_file})")
     check_output_folder(run_path, "--resume")
-    return run_path, build_run_config(load_yaml_mapping(config_file), parse_overrides(args.overrides),
+    saved = drop_retired_keys(load_yaml_mapping(config_file))  # a run folder written by an earlier version
+    return run_path, build_run_config(saved, parse_overrides(args.overrides),
                                       where=str(config_file))
 
 

@@ -1,8 +1,11 @@
 """Checkpoints: everything needed to continue a run exactly, saved atomically and loaded with weights_only=True.
 
     {"model", "optimizer", "scheduler", "scaler", "objective": state dicts (objective holds e.g. the centres),
-     "rng": {"torch", "cuda", "numpy", "python"}, "epoch": last finished epoch, "config": RunConfig as a dict,
-     "state": {"history": [...], "steps": [...], "before": {...}, "best_val_acc", "best_epoch", "elapsed_s"}}
+     "rng": {"torch", "cuda", "numpy", "python"} of the writing process (rank 0),
+     "rng_ranks": [rng of rank 0, rank 1, ...] under DDP (each rank draws its own dropout masks), else None,
+     "epoch": last finished epoch, "config": RunConfig as a dict,
+     "state": TrainState.to_dict(): {"history": [...], "steps": [...], "before": {...}, "best_val_acc",
+              "best_epoch", "elapsed_s"}}
 
 RNG states are stored as tensors, lists and numbers only, so the weights-only unpickler accepts them.
 """
@@ -44,9 +47,22 @@ def set_rng_state(state: dict) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
+def rank_rng_state(ckpt: dict, rank: int, world_size: int) -> dict | None:
+    """The RNG states `rank` saved in `ckpt`; None when the checkpoint lacks them (written before per-rank states
+    were kept, or by a different number of processes), except rank 0, which gets the writer's own."""
+    ranks = ckpt.get("rng_ranks") or [ckpt["rng"]]
+    if len(ranks) == world_size:
+        return ranks[rank]
+    return ckpt["rng"] if rank == 0 else None
+
+
 def save_checkpoint(path: str | Path, *, model, optimizer=None, scheduler=None, scaler=None, objective=None,
-                    epoch: int, config: dict, state: dict | None = None) -> Path:
-    """Write the checkpoint atomically (a crash mid-save leaves the previous file intact)."""
+                    epoch: int, config: dict, state: dict | None = None, rng_ranks: list[dict] | None = None) -> Path:
+    """Write the checkpoint atomically (a crash mid-save leaves the previous file intact).
+
+    rng_ranks: every DDP rank's `rng_state()` in rank order (distributed.all_gather_object), so each rank resumes
+    its own random streams; None for a single process.
+    """
     ckpt = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
@@ -54,6 +70,7 @@ def save_checkpoint(path: str | Path, *, model, optimizer=None, scheduler=None, 
         "scaler": scaler.state_dict() if scaler is not None else None,
         "objective": objective.state_dict() if objective is not None else None,
         "rng": rng_state(),
+        "rng_ranks": rng_ranks,
         "epoch": epoch,
         "config": config,
         "state": state or {},

@@ -8,6 +8,8 @@ so the metrics equal those of one process evaluating the whole split.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from dataclasses import dataclass
 from typing import Iterable, Iterator
@@ -54,6 +56,31 @@ def init_distributed(device: str) -> tuple[DistInfo, str]:
 def shutdown_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of `rank`'s own random streams (dropout masks, augmentation draws): `seed` itself on rank 0, so a
+    single process and DDP rank 0 draw alike, and an unrelated seed on every other rank (not seed + rank, which
+    would make rank 1 of seed 0 replay rank 0 of seed 1)."""
+    if rank == 0:
+        return int(seed)
+    return int(np.random.SeedSequence([int(seed), int(rank)]).generate_state(1, np.uint32)[0])
+
+
+@contextlib.contextmanager
+def quiet_other_ranks(info: DistInfo, logger: str = "dlstudy"):
+    """Only rank 0 logs progress (INFO) under DDP, so torchrun's output holds each line once; warnings and errors
+    still come from every rank, and `dlstudy -v` (DEBUG) keeps every rank talking."""
+    log = logging.getLogger(logger)
+    if not info.enabled or info.is_main or log.getEffectiveLevel() <= logging.DEBUG:
+        yield
+        return
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def global_index_batches(n: int, batch_size: int, seed: int, epoch: int, drop_last: bool) -> Iterator[list[int]]:
@@ -106,6 +133,15 @@ def gather_rows(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     parts = [torch.zeros_like(padded) for _ in range(info.world_size)]
     dist.all_gather(parts, padded)
     return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)])
+
+
+def all_gather_object(obj, info: DistInfo) -> list:
+    """[rank 0's obj, rank 1's obj, ...] on every rank ([obj] without DDP); e.g. every rank's RNG states."""
+    if not info.enabled:
+        return [obj]
+    out = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def broadcast_object(obj, info: DistInfo):

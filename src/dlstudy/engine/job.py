@@ -20,10 +20,12 @@ from torch import nn
 
 from dlstudy.config import RunConfig, to_dict
 from dlstudy.engine import outputs
-from dlstudy.engine.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
-from dlstudy.engine.distributed import (DistInfo, barrier, global_index_batches, init_distributed, shard_batches,
-                                        shutdown_distributed)
+from dlstudy.engine.checkpoint import load_checkpoint, rank_rng_state, rng_state, save_checkpoint, set_rng_state
+from dlstudy.engine.distributed import (DistInfo, all_gather_object, barrier, global_index_batches, init_distributed,
+                                        quiet_other_ranks, rank_seed, shard_batches, shutdown_distributed)
 from dlstudy.engine.loop import AMP_DTYPES, amp_dtype_for, evaluate, train_one_epoch
+from dlstudy.engine.state import TrainState
+from dlstudy.engine.threads import choose_threads, forward_flops
 from dlstudy.errors import ConfigError, TrainingDiverged
 from dlstudy.report import finish_run
 from dlstudy.runs import RunDir, resolve_device
@@ -76,27 +78,29 @@ class Session:
             for name in ("train", "val", "test"):
                 setattr(self.data, name, getattr(self.data, name).to(device))
         c, h, _ = self.data.image_shape
-        self.model = build_model(cfg.model, self.data.num_classes, c, h).to(device)
+        self.model = build_model(cfg.model, self.data.num_classes, c, h, frozen_bn=cfg.train.frozen_bn).to(device)
         if cfg.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self._check_batchnorm()
         self.objective = build_objective(cfg.loss, self.data.num_classes, self.model.feature_dim,
                                          cfg.model.embedding_dim, cfg.train.label_smoothing).to(device)
         self.objective.float_components = False  # the loop reads only "loss": no host sync per component per step
-        torch.manual_seed(cfg.seed + info.rank)  # same init on every rank, different dropout masks per rank
+        # Same initial weights on every rank (drawn above from cfg.seed); from here on each rank draws its own
+        # dropout masks. Augmentation has its own per-rank seed (train_batches).
+        self.rank_seed = rank_seed(cfg.seed, info.rank)
+        torch.manual_seed(self.rank_seed)
         self._build_optimizer()
         self.train_eval = train_subset(self.data.train, cfg.train.train_eval_subset, cfg.seed)
-        self.state = {"history": [], "steps": [], "before": None, "best_val_acc": -1.0, "best_epoch": 0,
-                      "elapsed_s": 0.0}
+        self.state = TrainState()
         self.best_model = None  # CPU copy of the best weights (every rank holds it for the final evaluation)
         self.start_epoch = 0
         self.train_model, self._wrapped_frozen = None, None
 
     def _check_batchnorm(self) -> None:
+        """ConfigError for BatchNorm at batch size 1 unless train.frozen_bn (the model then keeps BN fixed)."""
         from dlstudy.optim import check_batchnorm_batch_size
 
         check_batchnorm_batch_size(self.model, self.cfg.train.batch_size, self.cfg.train.frozen_bn)
-        self.model.frozen_bn = self.cfg.train.frozen_bn  # Classifier.train() keeps BN in eval mode then
 
     def _build_optimizer(self) -> None:
         from dlstudy.optim import build_optimizer, build_scheduler
@@ -148,7 +152,9 @@ class Session:
             global_batches = global_index_batches(len(train.labels), cfg.train.batch_size * info.world_size,
                                                   cfg.seed, epoch, drop_last=True)
             sampler = shard_batches(global_batches, info)
-        return batches(train, cfg.train.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch,
+        # The seed drives the shuffle of a single process and the augmentation draws: per rank under DDP, where
+        # the shuffle comes from the shared global batches above (same seed on every rank).
+        return batches(train, cfg.train.batch_size, shuffle=True, seed=self.rank_seed, epoch=epoch,
                        augment=cfg.data.augment, mean=self.data.mean, std=self.data.std, device=self.device,
                        sampler=sampler)
 
@@ -183,6 +189,22 @@ class Session:
             save_test_embeddings(run_dir.path, extras["embeddings_test"], extras["labels_test"])
         return metrics, y_score, y_true, extras
 
+    def set_threads(self, available: int, run_dir: RunDir) -> int:
+        """Torch CPU threads for the training (engine.threads: train.num_threads, else by the work per step),
+        recorded in env.json as torch_threads with the reason; returns the count."""
+        cfg = self.cfg
+        flops = None
+        if not cfg.train.num_threads and self.device.startswith("cpu") and available > 1:
+            batch = (cfg.loss.classes_per_batch * cfg.loss.samples_per_class
+                     if getattr(self.objective, "needs_pk_sampler", False) else cfg.train.batch_size)
+            flops = forward_flops(self.model, self.data.image_shape, batch, self.device)
+        threads, why = choose_threads(cfg.train.num_threads, self.device, available, flops)
+        torch.set_num_threads(threads)
+        log.debug("torch threads: %d (%s)", threads, why)
+        if self.info.is_main:
+            run_dir.update_env(torch_threads=threads, torch_threads_rule=why)
+        return threads
+
     def model_inputs(self) -> dict:
         """The preprocessing the model was trained with, for model.json (statistics of this run's train split)."""
         c, h, w = self.data.image_shape
@@ -199,8 +221,9 @@ class Session:
         if self.info.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
-            # Heads the objective does not use (e.g. the embedding under plain CE) get no gradient.
-            unused = self.cfg.loss.name != "ce" or self.model.embedding is not None
+            # Heads the objective does not use (the head under triplet alone, an embedding under CE) get no gradient.
+            spec = self.objective.spec
+            unused = not spec.trains_head or (self.model.embedding is not None and not spec.uses_embedding)
             net = DistributedDataParallel(net, device_ids=[self.info.local_rank] if self.device.startswith("cuda")
                                           else None, find_unused_parameters=unused)
         self.train_model = torch.compile(net) if self.cfg.train.compile else net
@@ -215,17 +238,28 @@ class Session:
             self.scaler.load_state_dict(ckpt["scaler"])
         if ckpt.get("objective"):
             self.objective.load_state_dict(ckpt["objective"])
-        self.state = ckpt["state"]
+        self.state = TrainState.from_dict(ckpt["state"])
         self.start_epoch = int(ckpt["epoch"])
         best_path = path.parent / "best.pt"
         if best_path.is_file():
             best = load_checkpoint(best_path)
             # best.pt is written before last.pt: after a crash between the two it can be one epoch ahead of the
             # state, and the rerun of that epoch rewrites it.
-            if int(best.get("epoch", -1)) == int(self.state["best_epoch"]):
+            if int(best.get("epoch", -1)) == self.state.best_epoch:
                 self.best_model = best["model"]
-        set_rng_state(ckpt["rng"])  # last: nothing above may draw random numbers afterwards
+        self._restore_rng(ckpt)  # last: nothing above may draw random numbers afterwards
         log.info("resumed from %s after epoch %d", path, self.start_epoch)
+
+    def _restore_rng(self, ckpt: dict) -> None:
+        """This rank's own RNG states; a checkpoint without them (older, or another number of processes) gives
+        rank 0's to rank 0 and a fresh per-rank stream to the others, which then do not repeat rank 0's masks."""
+        rng = rank_rng_state(ckpt, self.info.rank, self.info.world_size)
+        set_rng_state(rng if rng is not None else ckpt["rng"])
+        if rng is None:
+            log.warning("rank %d: the checkpoint holds no RNG state of this rank (saved by another number of "
+                        "processes or an older version): dropout continues from a new seed, so this run will not "
+                        "repeat an uninterrupted one exactly", self.info.rank)
+            torch.manual_seed(rank_seed(self.cfg.seed + self.start_epoch, self.info.rank))
 
     def _history_row(self, epoch: int, frozen: bool, stats: dict, val: dict, tr: dict | None) -> dict:
         lrs = {g.get("name"): g["lr"] for g in self.optimizer.param_groups}
@@ -253,37 +287,33 @@ class Session:
         val, _, _ = self.evaluate(self.data.val)
         tr = self.evaluate(self.train_eval)[0] if self.train_eval is not None else None
         st = self.state
-        first = len(st["steps"]) + 1
-        st["steps"] += [{"epoch": epoch, "step": i + 1, "global_step": first + i, "loss": v,
-                         "time_s": st["elapsed_s"] + t}
-                        for i, (v, t) in enumerate(zip(stats["step_losses"], stats["step_times"]))]
-        st["elapsed_s"] += stats["time_s"]
-        st["history"].append(self._history_row(epoch, frozen, stats, val, tr))
-        # A triplet-only objective never trains the head, so the head's val accuracy cannot pick the best epoch:
-        # the last epoch's weights are kept instead.
-        head_trained = self.cfg.loss.name != "triplet"
-        improved = val["accuracy"] > st["best_val_acc"] if head_trained else True
+        st.add_epoch(self._history_row(epoch, frozen, stats, val, tr), stats)
+        # An objective that never trains the head (triplet alone) cannot pick the best epoch by the head's val
+        # accuracy: the last epoch's weights are kept instead.
+        improved = val["accuracy"] > st.best_val_acc if self.objective.spec.trains_head else True
         if improved:
-            st["best_val_acc"], st["best_epoch"] = val["accuracy"], epoch
+            st.best_val_acc, st.best_epoch = val["accuracy"], epoch
             self.best_model = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
         log.info("epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.1fs, %.0f img/s%s", epoch,
                  cfg.train.epochs, stats["loss"], stats["acc"], val["loss"], val["accuracy"], stats["time_s"],
                  stats["images_per_s"], " *" if improved else "")
+        # every rank's RNG states, taken at the same point of the epoch, so each rank resumes its own streams
+        rng_ranks = all_gather_object(rng_state(), self.info) if self.info.enabled and cfg.train.checkpoint else None
         if self.info.is_main:
-            self._write_epoch(run_dir, epoch, improved)
+            self._write_epoch(run_dir, epoch, improved, rng_ranks)
         barrier(self.info)
 
-    def _write_epoch(self, run_dir: RunDir, epoch: int, improved: bool) -> None:
+    def _write_epoch(self, run_dir: RunDir, epoch: int, improved: bool, rng_ranks: list | None = None) -> None:
         """best.pt (weights only) then last.pt (everything), then the logs: a crash leaves a consistent pair."""
         ckpt_dir, config = run_dir.path / "checkpoints", to_dict(self.cfg)
         if self.cfg.train.checkpoint:
             if improved:
                 save_checkpoint(ckpt_dir / "best.pt", model=self.model, epoch=epoch, config=config,
-                                state={"val_acc": self.state["best_val_acc"]})
+                                state={"val_acc": self.state.best_val_acc})
             save_checkpoint(ckpt_dir / "last.pt", model=self.model, optimizer=self.optimizer,
                             scheduler=self.scheduler, scaler=self.scaler, objective=self.objective, epoch=epoch,
-                            config=config, state=self.state)
-        outputs.write_logs(run_dir, self.state["history"], self.state["steps"])
+                            config=config, state=self.state.to_dict(), rng_ranks=rng_ranks)
+        outputs.write_logs(run_dir, self.state.history, self.state.steps)
 
     # ------------------------------------------------------------------------------------------------ the run
 
@@ -296,16 +326,16 @@ class Session:
             self.resume_from(last)
         elif resume:
             log.info("--resume: no checkpoint at %s, starting from epoch 1", last)
-        if self.state["before"] is None and self.cfg.train.evaluate_before:
+        if self.state.before is None and self.cfg.train.evaluate_before:
             before, _, _ = self.evaluate(self.data.test)
-            self.state["before"] = outputs.metric_block(before)
+            self.state.before = outputs.metric_block(before)
             log.info("before training: test accuracy %.4f", before["accuracy"])
         for epoch in range(self.start_epoch + 1, self.cfg.train.epochs + 1):
             self.run_epoch(epoch, run_dir)
         if self.best_model is not None:
             self.model.load_state_dict(self.best_model)
         after, y_score, y_true, extras = self.evaluate_test(run_dir)
-        log.info("after training (best epoch %d): test accuracy %.4f", self.state["best_epoch"], after["accuracy"])
+        log.info("after training (best epoch %d): test accuracy %.4f", self.state.best_epoch, after["accuracy"])
         metrics = self._metrics(after)
         if self.info.is_main:
             self._write_predictions(run_dir, y_score, y_true, after["score_kind"], extras)
@@ -335,11 +365,9 @@ class Session:
 
     def _metrics(self, after: dict) -> dict:
         st = self.state
-        images = sum(r["images_per_s"] * r["time_s"] for r in st["history"])
-        metrics = {"before": st["before"], "after": outputs.metric_block(after), **outputs.metric_block(after),
-                   "best_epoch": st["best_epoch"], "best_val_accuracy": st["best_val_acc"],
-                   "epochs": len(st["history"]), "train_time_s": st["elapsed_s"],
-                   "images_per_s": images / st["elapsed_s"] if st["elapsed_s"] > 0 else None,
+        metrics = {"before": st.before, "after": outputs.metric_block(after), **outputs.metric_block(after),
+                   "best_epoch": st.best_epoch, "best_val_accuracy": st.best_val_acc,
+                   "epochs": len(st.history), "train_time_s": st.elapsed_s, "images_per_s": st.images_per_s,
                    "world_size": self.info.world_size, "classifier": self.cfg.eval.classifier,
                    "score_kind": after["score_kind"],
                    "data": self.data.sizes()}
@@ -354,8 +382,8 @@ class Session:
 
     def _write_results(self, run_dir: RunDir, metrics: dict, y_score, y_true) -> None:
         run_dir.write_metrics(metrics)
-        outputs.write_logs(run_dir, self.state["history"], self.state["steps"])
-        outputs.save_curves(run_dir, self.state["history"])
+        outputs.write_logs(run_dir, self.state.history, self.state.steps)
+        outputs.save_curves(run_dir, self.state.history)
         if metrics["before"]:
             outputs.save_confusion(run_dir, metrics["before"], "confusion_before", "before training (test)")
         outputs.save_confusion(run_dir, metrics["after"], "confusion_after", "after training (test)")
@@ -370,19 +398,37 @@ def run_train_job(cfg: RunConfig, run_dir: RunDir, resume: bool = False) -> dict
     info, device = init_distributed(resolve_device(cfg.device))
     threads_before = torch.get_num_threads()
     try:
-        if info.is_main:
-            run_dir.start(cfg, device)
-        if cfg.train.num_threads:
-            torch.set_num_threads(cfg.train.num_threads)
-        elif info.enabled and not device.startswith("cuda"):
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // info.local_world_size))
-        session = Session(cfg, info, device)
-        metrics = session.fit(run_dir, resume=resume)
-        if info.is_main:
-            finish_run(run_dir)
-        barrier(info)
-        return metrics
+        _check_resumable(run_dir, resume)
+        with quiet_other_ranks(info):
+            if info.is_main:
+                run_dir.start(cfg, device)
+            available = threads_before
+            if info.enabled and not device.startswith("cuda"):  # the machine's cores, shared by its processes
+                available = max(1, (os.cpu_count() or 1) // info.local_world_size)
+            torch.set_num_threads(cfg.train.num_threads or available)  # while the data loads
+            session = Session(cfg, info, device)
+            session.set_threads(available, run_dir)
+            metrics = session.fit(run_dir, resume=resume)
+            if info.is_main:
+                finish_run(run_dir)
+                if cfg.train.checkpoint and not cfg.train.keep_last_checkpoint:
+                    # After DONE, never before: a run killed between the two steps is then a finished run with a
+                    # spare last.pt, whereas removing it first would leave an unfinished run without its resume
+                    # point, which the next `dlstudy run` would train again from epoch 1.
+                    (run_dir.path / "checkpoints" / "last.pt").unlink(missing_ok=True)
+            barrier(info)
+            return metrics
     finally:
         torch.set_num_threads(threads_before)  # the next run of a study in this process gets the default back
         shutdown_distributed()
 
+
+def _check_resumable(run_dir: RunDir, resume: bool) -> None:
+    """ConfigError for --resume of a finished run that has no last.pt left: it would silently train from scratch."""
+    last = run_dir.path / "checkpoints" / "last.pt"
+    if resume and run_dir.is_done and not last.is_file():
+        raise ConfigError(f"--resume {run_dir.path}: the run is finished and its checkpoints/last.pt was removed "
+                          f"(train.keep_last_checkpoint: false, the default, or train.checkpoint: false), so there "
+                          f"is nothing to continue from. Train on from its weights in a new run with --set "
+                          f"model.weights={run_dir.path}, or keep last.pt next time with --set "
+                          f"train.keep_last_checkpoint=true")

@@ -28,15 +28,28 @@ from dlstudy.losses.triplet import DISTANCES, MINING_MODES, TripletLoss
 
 @dataclass(frozen=True)
 class ObjectiveSpec:
+    """What the engine needs to know about an objective, so it never branches on the objective's name."""
+
     components: tuple[str, ...]  # which of ce / triplet / center are summed
     help: str
+    # The loss reaches the classification head: the head's val accuracy can pick the best epoch (otherwise the
+    # last epoch's weights are kept), and under DDP the head's parameters get gradients.
+    trains_head: bool
+    # The loss reads the model's embedding head when it has one (else an embedding head gets no gradient, which
+    # DDP must be told: find_unused_parameters).
+    uses_embedding: bool
+    pk_batches: bool  # needs P x K batches (several images of each class per batch) to form triplets
 
 
 OBJECTIVES: dict[str, ObjectiveSpec] = {
-    "ce": ObjectiveSpec(("ce",), "cross-entropy on the logits"),
-    "triplet+ce": ObjectiveSpec(("ce", "triplet"), "cross-entropy + triplet loss on the embedding, P x K batches"),
-    "center+ce": ObjectiveSpec(("ce", "center"), "cross-entropy + center loss on the features (Wen et al. 2016)"),
-    "triplet": ObjectiveSpec(("triplet",), "triplet loss alone (classify with eval.classifier svm or knn)"),
+    "ce": ObjectiveSpec(("ce",), "cross-entropy on the logits", trains_head=True, uses_embedding=False,
+                        pk_batches=False),
+    "triplet+ce": ObjectiveSpec(("ce", "triplet"), "cross-entropy + triplet loss on the embedding, P x K batches",
+                                trains_head=True, uses_embedding=True, pk_batches=True),
+    "center+ce": ObjectiveSpec(("ce", "center"), "cross-entropy + center loss on the features (Wen et al. 2016)",
+                               trains_head=True, uses_embedding=False, pk_batches=False),
+    "triplet": ObjectiveSpec(("triplet",), "triplet loss alone (classify with eval.classifier svm or knn)",
+                             trains_head=False, uses_embedding=True, pk_batches=True),
 }
 
 
@@ -47,7 +60,8 @@ class Objective(nn.Module):
                  label_smoothing: float = 0.0):
         super().__init__()
         self.name = name
-        self.components = OBJECTIVES[name].components
+        self.spec = OBJECTIVES[name]
+        self.components = self.spec.components
         self.ce_weight, self.triplet_weight, self.center_weight = cfg.ce_weight, cfg.triplet_weight, cfg.center_weight
         self.label_smoothing = label_smoothing
         # False: components come back as detached 0-dim tensors, sparing a host sync per component per step on
@@ -64,7 +78,7 @@ class Objective(nn.Module):
     @property
     def needs_pk_sampler(self) -> bool:
         """True when the objective needs P x K batches (several images of each class in a batch)."""
-        return self.triplet is not None
+        return self.spec.pk_batches
 
     def forward(self, outputs: dict, labels: torch.Tensor) -> dict:
         logits = outputs["logits"]

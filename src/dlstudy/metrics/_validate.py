@@ -58,14 +58,15 @@ def encode_classes(y: Any, classes: Sequence, name: str) -> np.ndarray:
     return order[pos]
 
 
-def check_labels(y: Any, name: str, num_classes: int | None = None) -> np.ndarray:
-    """(N,) integer labels in 0..num_classes-1 as a NumPy int64 array (torch tensors are copied to the host)."""
+def label_array(y: Any, name: str) -> np.ndarray:
+    """(N,) non-empty NumPy integer labels in native byte order (bool as uint8, integral floats as int64); the
+    range is not checked here (see `labels_and_max`). Integer input comes back without a copy."""
     y = to_numpy(y)
     if y.ndim != 1:
         raise ValueError(f"{name} must be 1-D (N,) class labels, got shape {y.shape}")
     _check_nonempty(y, name)
     if y.dtype == bool:
-        y = y.astype(np.int64)
+        y = y.view(np.uint8)
     elif y.dtype.kind == "f":
         if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
             raise ValueError(f"{name} must hold integer class labels 0..K-1, got non-integer floats; "
@@ -74,12 +75,32 @@ def check_labels(y: Any, name: str, num_classes: int | None = None) -> np.ndarra
     elif y.dtype.kind not in "iu":
         raise ValueError(f"{name} must hold integer class labels 0..K-1, got dtype {y.dtype}; "
                          "pass classes=[...] to map other labels")
-    lo, hi = int(y.min()), int(y.max())
-    if lo < 0 or (num_classes is not None and hi >= num_classes):
-        bad = lo if lo < 0 else hi
+    if not y.dtype.isnative:
+        y = y.astype(y.dtype.newbyteorder("="))
+    return y
+
+
+def labels_and_max(y: Any, name: str, num_classes: int | None = None, keep_dtype: bool = False):
+    """((N,) validated integer labels in 0..num_classes-1, their maximum).
+
+    One pass over integer labels: viewed as unsigned, a negative label becomes the largest value, so a single
+    `max` checks both ends. int64 and, with keep_dtype, any other integer dtype come back without a copy.
+    """
+    y = label_array(y, name)
+    hi = int(y.view(f"u{y.dtype.itemsize}").max())
+    if y.dtype.kind == "i" and hi >= 1 << (8 * y.dtype.itemsize - 1):  # the sign bit: some label is negative
+        hi = int(y.min())
+    if hi < 0 or (num_classes is not None and hi >= num_classes):
         limit = f"0..{num_classes - 1}" if num_classes is not None else "0..K-1"
-        raise ValueError(f"{name} holds label {bad}, outside {limit}")
-    return y.astype(np.int64, copy=False)
+        raise ValueError(f"{name} holds label {hi}, outside {limit}")
+    if not keep_dtype or y.dtype == np.uint64:
+        y = y.astype(np.int64, copy=False)
+    return y, hi
+
+
+def check_labels(y: Any, name: str, num_classes: int | None = None) -> np.ndarray:
+    """(N,) integer labels in 0..num_classes-1 as a NumPy int64 array (torch tensors are copied to the host)."""
+    return labels_and_max(y, name, num_classes)[0]
 
 
 def resolve_num_classes(num_classes: int | None, classes: Sequence | None) -> int | None:
@@ -95,23 +116,44 @@ def resolve_num_classes(num_classes: int | None, classes: Sequence | None) -> in
 
 
 def label_pair(y_true: Any, y_pred: Any, num_classes: int | None, classes: Sequence | None):
-    """Validated (y_true, y_pred, K) for the label-vs-label metrics."""
+    """Validated (y_true, y_pred, K) for the label-vs-label metrics.
+
+    The labels keep their integer dtype (int64, int32, ...): callers index and count with them directly.
+    """
     num_classes = resolve_num_classes(num_classes, classes)
     if classes is not None:
         y_true = encode_classes(y_true, classes, "y_true")
         y_pred = encode_classes(y_pred, classes, "y_pred")
+        hi = num_classes - 1
     else:
-        y_true = check_labels(y_true, "y_true", num_classes)
-        y_pred = check_labels(y_pred, "y_pred", num_classes)
+        y_true, hi_true = labels_and_max(y_true, "y_true", num_classes, keep_dtype=True)
+        y_pred, hi_pred = labels_and_max(y_pred, "y_pred", num_classes, keep_dtype=True)
+        hi = max(hi_true, hi_pred)
     if y_true.shape != y_pred.shape:
         raise ValueError(f"y_true and y_pred must have the same length, got {y_true.shape[0]} and {y_pred.shape[0]}")
-    if num_classes is None:
-        num_classes = int(max(y_true.max(), y_pred.max())) + 1
-    return y_true, y_pred, int(num_classes)
+    return y_true, y_pred, int(num_classes if num_classes is not None else hi + 1)
 
 
-def check_scores(y_score: Any, n: int | None = None, ndim: tuple[int, ...] = (1, 2), keep_cuda: bool = False):
-    """Finite float scores, (N,) or (N, K); float dtype kept (float32 stays float32 for fast sorts)."""
+NOT_FINITE = "y_score contains NaN or inf; scores must be finite (check the model outputs)"
+
+
+def all_finite(s: np.ndarray) -> bool:
+    """True when every value is finite: one pass (a sum); min/max only when the sum itself overflows."""
+    if s.size == 0:
+        return True
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(s.sum()):  # NaN and inf propagate into the sum, so a finite sum means finite values
+            return True
+    return bool(np.isfinite(s.min()) and np.isfinite(s.max()))  # NaN/inf, or finite values whose sum overflows
+
+
+def check_scores(y_score: Any, n: int | None = None, ndim: tuple[int, ...] = (1, 2), keep_cuda: bool = False,
+                 check_finite: bool = True):
+    """Finite float scores, (N,) or (N, K); float dtype kept (float32 stays float32 for fast sorts).
+
+    check_finite=False skips the NumPy finiteness pass for a caller that sorts the scores and checks the sorted
+    ends itself (NaN sorts last, -inf first, +inf last), raising ValueError(NOT_FINITE).
+    """
     if keep_cuda and on_cuda(y_score):
         s = y_score.detach()
         if not s.is_floating_point():
@@ -123,15 +165,14 @@ def check_scores(y_score: Any, n: int | None = None, ndim: tuple[int, ...] = (1,
             raise ValueError(f"y_score must hold numbers, got dtype {s.dtype}")
         if s.dtype.kind != "f" or s.dtype.itemsize < 4:
             s = s.astype(np.float64)
-        # min/max propagate NaN and show inf without an (N, K) boolean temporary
-        finite = s.size == 0 or bool(np.isfinite(s.min()) and np.isfinite(s.max()))
+        finite = not check_finite or all_finite(s)
     if s.ndim not in ndim:
         want = " or ".join({1: "(N,)", 2: "(N, K)"}[d] for d in ndim)
         raise ValueError(f"y_score must have shape {want}, got {tuple(s.shape)}")
     if s.shape[0] == 0:
         raise ValueError("y_score is empty: need at least one sample")
     if not finite:
-        raise ValueError("y_score contains NaN or inf; scores must be finite (check the model outputs)")
+        raise ValueError(NOT_FINITE)
     if n is not None and s.shape[0] != n:
         raise ValueError(f"y_true has {n} samples but y_score has {s.shape[0]} rows")
     return s

@@ -1,8 +1,9 @@
 """Label-vs-label metrics: confusion matrix and everything derived from it (accuracy, P/R/F, report), top-k.
 
-All scores are computed from the (K, K) confusion matrix, built with one `bincount` over N, so every metric is
-O(N) once plus O(K^2). Values equal scikit-learn's (same formulas, same float64 divisions) including
-`zero_division`. Labels are 0..K-1 (K from `num_classes` or max label + 1), or anything via `classes=[...]`.
+All scores are computed from the (K, K) confusion matrix, built by `bincount` over the N label pairs (in
+cache-sized chunks, see `_chunked_counts`), so every metric is O(N) once plus O(K^2). Values equal scikit-learn's
+(same formulas, same float64 divisions) including `zero_division`. Labels are 0..K-1 (K from `num_classes` or max
+label + 1), or anything via `classes=[...]`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from dlstudy.metrics._validate import (UndefinedMetricWarning, check_labels, check_scores, encode_classes,
-                                       label_pair, on_cuda, resolve_num_classes)
+                                       label_array, label_pair, on_cuda, resolve_num_classes)
 
 AVERAGES = (None, "micro", "macro", "weighted")
 
@@ -35,6 +36,42 @@ def _cuda_confusion_matrix(y_true, y_pred, num_classes: int | None) -> np.ndarra
     return counts.reshape(k, k).cpu().numpy().astype(np.int64)
 
 
+_PAIR_CHUNK = 1 << 16  # label pairs per bincount: the chunk and its int64 bins stay in cache
+
+
+def _chunked_counts(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int | None) -> np.ndarray | None:
+    """(K, K) int64 counts of (true, predicted) pairs in one pass over the labels, or None for the general path.
+
+    Each chunk of 2^16 pairs is range-checked while it is in cache (viewed as unsigned, a negative label is the
+    largest value, so one `max` checks both ends), combined into bins t*K + p in a reused int64 buffer (the dtype
+    `bincount` reads without a copy; int32 labels are widened in cache) and counted. Without num_classes, K grows
+    with the largest label seen (the counts so far move into the larger table). The labels are read from memory
+    once and no (N,) temporary is paged in. None when a label is out of range (the general path raises the
+    precise error) or K*K outgrows a chunk (one bincount over all N bins is then cheaper).
+    """
+    n, k = y_true.shape[0], num_classes or 1
+    if k * k > _PAIR_CHUNK:
+        return None
+    cm = np.zeros((k, k), dtype=np.int64)
+    bins = np.empty(min(n, _PAIR_CHUNK), dtype=np.int64)
+    views = [y.view(f"u{y.dtype.itemsize}") for y in (y_true, y_pred)]
+    # a negative label viewed as unsigned is >= 2^(bits-1): past the K*K bound below, except int8's 128..255
+    int8 = np.int8 in (y_true.dtype, y_pred.dtype)
+    for lo in range(0, n, _PAIR_CHUNK):
+        hi = max(int(v[lo:lo + _PAIR_CHUNK].max()) for v in views)
+        if hi >= k:
+            if num_classes is not None or (hi + 1) ** 2 > _PAIR_CHUNK or (int8 and hi >= 128):
+                return None
+            grown = np.zeros((hi + 1, hi + 1), dtype=np.int64)
+            grown[:k, :k] = cm
+            cm, k = grown, hi + 1
+        b = bins[:min(_PAIR_CHUNK, n - lo)]
+        np.multiply(y_true[lo:lo + _PAIR_CHUNK], k, out=b, dtype=np.int64)
+        np.add(b, y_pred[lo:lo + _PAIR_CHUNK], out=b, dtype=np.int64)
+        cm += np.bincount(b, minlength=k * k).reshape(k, k)
+    return cm
+
+
 def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int | None = None, *, classes: Sequence | None = None,
                      normalize: str | None = None) -> np.ndarray:
     """(K, K) counts, rows = true class, columns = predicted class (scikit-learn's layout).
@@ -46,12 +83,16 @@ def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int | None = None, *
     """
     if normalize not in (None, "true", "pred", "all"):
         raise ValueError(f"normalize must be None, 'true', 'pred' or 'all', got {normalize!r}")
+    cm = None
     if classes is None and on_cuda(y_true) and on_cuda(y_pred):
         cm = _cuda_confusion_matrix(y_true, y_pred, resolve_num_classes(num_classes, None))
-    else:
+    elif classes is None:  # the common case, 0..K-1 integer labels: one pass
+        t, p = label_array(y_true, "y_true"), label_array(y_pred, "y_pred")
+        if t.shape == p.shape:
+            cm = _chunked_counts(t, p, resolve_num_classes(num_classes, None))
+    if cm is None:  # label names, large K, or bad input (label_pair says what is wrong)
         y_true, y_pred, k = label_pair(y_true, y_pred, num_classes, classes)
-        # one pass: pair (t, p) -> bin t*K + p; int64 counts
-        cm = np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k)
+        cm = np.bincount(np.multiply(y_true, k, dtype=np.int64) + y_pred, minlength=k * k).reshape(k, k)
     if normalize is None:
         return cm
     with np.errstate(divide="ignore", invalid="ignore"):

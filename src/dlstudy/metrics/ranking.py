@@ -6,10 +6,10 @@ ROC AUC is the Mann-Whitney statistic: for P positives among a pool of n scores,
     AUC = (S - P^2) / (2 P (n - P))
 
 S is an exact integer and there is one final division, which equals scikit-learn's trapezoid over its ROC curve
-to ~1e-16. On NumPy, S comes from `_ranks.rank_sum_cells` (O(N) passes, no full sort); one-vs-rest handles one
-column at a time, so the extra memory is a few (N,) arrays whatever K is. Micro-average and the ROC curve itself
-use value sorts (`np.sort`, float32 kept), much cheaper than the stable argsort scikit-learn uses. CUDA tensors
-sort and `searchsorted` on the device.
+to ~1e-16. S comes from value sorts (`np.sort`, float32 kept) and `searchsorted` (`_ranks`), much cheaper than
+the stable argsort scikit-learn uses. One-vs-rest copies blocks of columns (at most 128 MB) out of the (N, K)
+matrix, sorts each column in place and checks finiteness on its sorted ends (no separate pass over the scores).
+CUDA tensors sort and `searchsorted` on the device.
 """
 
 from __future__ import annotations
@@ -19,11 +19,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from dlstudy.metrics._ranks import key_grid, rank_sum_cells, rank_sum_sorted
-from dlstudy.metrics._validate import (UndefinedMetricWarning, check_labels, check_scores, encode_classes,
-                                       is_tensor, on_cuda, resolve_num_classes, to_numpy)
+from dlstudy.metrics._ranks import column_block, rank_sum_members, rank_sum_sorted
+from dlstudy.metrics._validate import (NOT_FINITE, UndefinedMetricWarning, all_finite, check_labels, check_scores,
+                                       encode_classes, is_tensor, on_cuda, resolve_num_classes, to_numpy)
 
-_BLOCK_ELEMS = 1 << 23  # scores sorted at once (32 MB in float32): bounds the extra memory of OvR AUC
+_BLOCK_ELEMS = 1 << 23  # scores sorted at once in the micro average and on the GPU (32 MB in float32)
+_BLOCK_BYTES = 1 << 27  # one-vs-rest column block (128 MB): bounds the extra memory; K = 10 float64 at N = 1e6
+# fits one block, so the matrix is read once (two blocks read the 80-byte rows twice: a ~30% slower copy)
 
 
 # ------------------------------------------------------------------------------------------------ backends
@@ -38,8 +40,9 @@ class _NumpyOps:
 
     @staticmethod
     def group_by_label(y_true, num_classes: int):
-        """Sample indices sorted by label (int16 keys take NumPy's radix sort) and per-class start offsets."""
-        keys = y_true.astype(np.int16) if num_classes < (1 << 15) else y_true
+        """Sample indices sorted by label (int8/int16 keys take NumPy's radix sort) and per-class start offsets."""
+        small = np.int8 if num_classes <= 1 << 7 else np.int16 if num_classes <= 1 << 15 else None
+        keys = y_true.astype(small) if small else y_true  # labels 0..K-1 fit the narrow type
         order = np.argsort(keys, kind="stable")
         counts = np.bincount(y_true, minlength=num_classes)
         return order, np.concatenate([[0], np.cumsum(counts)]), counts
@@ -205,19 +208,29 @@ def auc(x: Any, y: Any) -> float:
 def ovr_auc_per_class(y_true, y_score) -> tuple[np.ndarray, np.ndarray]:
     """(K,) one-vs-rest AUC (NaN where a class has no positives or no negatives) and (K,) positive counts.
 
-    y_true: validated (N,) labels (NumPy int64, or a long tensor on the scores' device); y_score: (N, K) finite.
+    y_true: validated (N,) labels (NumPy int64, or a long tensor on the scores' device); y_score: (N, K) floats,
+    finite (on NumPy a NaN or inf raises ValueError, found on the sorted columns).
     """
     if is_tensor(y_score):
         return _ovr_auc_torch(y_true, y_score)
     n, k = y_score.shape
     order, starts, counts = _NumpyOps.group_by_label(y_true, k)
-    grid = key_grid(y_score.min(), y_score.max(), y_score.dtype, n)  # one grid for every column
     aucs = np.full(k, np.nan)
-    for c in range(k):
-        n_pos = int(counts[c])
-        if 0 < n_pos < n:
-            col = np.ascontiguousarray(y_score[:, c])  # (N,) one column at a time: extra memory O(N)
-            aucs[c] = _auc_from_rank_sum(rank_sum_cells(col, order[starts[c]:starts[c + 1]], grid), n_pos, n)
+    step = max(1, min(k, _BLOCK_BYTES // (n * y_score.dtype.itemsize)))  # columns per block
+    buffer = np.empty((step, n), dtype=y_score.dtype)  # reused by every block: paged in once
+    for k0 in range(0, k, step):
+        block = column_block(y_score, k0, min(k, k0 + step), out=buffer)  # (b, N) columns, sorted in place below
+        for j, col in enumerate(block):
+            c, n_pos = k0 + j, int(counts[k0 + j])
+            if not 0 < n_pos < n:
+                if not all_finite(col):
+                    raise ValueError(NOT_FINITE)
+                continue
+            pos = np.sort(col[order[starts[c]:starts[c + 1]]])  # (P,) scores of class c's samples
+            col.sort()
+            if not (np.isfinite(col[0]) and np.isfinite(col[-1])):  # NaN sorts last, -inf first, +inf last
+                raise ValueError(NOT_FINITE)
+            aucs[c] = _auc_from_rank_sum(rank_sum_members(col, pos), n_pos, n)
     return aucs, counts
 
 
@@ -270,9 +283,12 @@ def _warn_undefined(aucs: np.ndarray, counts: np.ndarray, n: int, class_names) -
                   f"averages use the {aucs.size - bad.size} defined class(es)", UndefinedMetricWarning, stacklevel=3)
 
 
-def _multiclass_inputs(y_true, y_score, num_classes, classes):
-    """Validated (labels, scores) on one backend: NumPy, or torch when the scores live on a GPU."""
-    s = check_scores(y_score, ndim=(2,), keep_cuda=True)
+def _multiclass_inputs(y_true, y_score, num_classes, classes, check_finite: bool = True):
+    """Validated (labels, scores) on one backend: NumPy, or torch when the scores live on a GPU.
+
+    check_finite=False leaves the NumPy finiteness check to `ovr_auc_per_class` (on the sorted columns).
+    """
+    s = check_scores(y_score, ndim=(2,), keep_cuda=True, check_finite=check_finite)
     n, k = s.shape
     nc = resolve_num_classes(num_classes, classes)
     if k < 2 or (nc is not None and nc != k):
@@ -317,17 +333,15 @@ def roc_auc_score(y_true: Any, y_score: Any, *, average: str | None = "macro", n
         n_pos = int(np.count_nonzero(pos))
         value = float("nan")
         if 0 < n_pos < s.shape[0]:
-            s = np.ascontiguousarray(s)
-            grid = key_grid(s.min(), s.max(), s.dtype, s.shape[0])
-            value = _auc_from_rank_sum(rank_sum_cells(s, np.flatnonzero(pos), grid), n_pos, s.shape[0])
+            value = _auc_from_rank_sum(rank_sum_members(np.sort(s), np.sort(s[pos])), n_pos, s.shape[0])
         if np.isnan(value):
             warnings.warn(f"ROC AUC is undefined: y_true has only {'negatives' if not pos.any() else 'positives'}; "
                           "returning NaN", UndefinedMetricWarning, stacklevel=2)
         return value
-    y, s = _multiclass_inputs(y_true, y_score, num_classes, classes)
+    y, s = _multiclass_inputs(y_true, y_score, num_classes, classes, check_finite=average == "micro")
     if average == "micro":
         return micro_auc(y, s)
-    aucs, counts = ovr_auc_per_class(y, s)
+    aucs, counts = ovr_auc_per_class(y, s)  # checks finiteness on the sorted columns
     if class_names is None and classes is not None:
         class_names = [str(c) for c in classes]
     _warn_undefined(aucs, counts, s.shape[0], class_names)

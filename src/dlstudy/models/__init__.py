@@ -18,15 +18,18 @@ def use_small_stem(cfg_value: bool | None, image_size: int) -> bool:
     return bool(cfg_value) if cfg_value is not None else image_size <= 64
 
 
-def build_model(cfg, num_classes: int, in_channels: int = 3, image_size: int = 224) -> Classifier:
+def build_model(cfg, num_classes: int, in_channels: int = 3, image_size: int = 224,
+                frozen_bn: bool = False) -> Classifier:
     """A `Classifier` for `cfg` (a ModelConfig) with its weights loaded; the head is always new (random).
 
+    frozen_bn (the engine passes train.frozen_bn): BatchNorm statistics stay fixed in training (Classifier).
     Loaded, new and skipped tensors are logged and kept on `model.weights_report`.
     """
     spec = get_spec(cfg.name)
     small = use_small_stem(cfg.small_input_stem, image_size)
     backbone = spec.builder(in_channels, image_size, small)
-    model = Classifier(backbone, spec.feature_dim, num_classes, cfg.embedding_dim, cfg.dropout, name=spec.name)
+    model = Classifier(backbone, spec.feature_dim, num_classes, cfg.embedding_dim, cfg.dropout, name=spec.name,
+                       frozen_bn=frozen_bn)
     model.small_input_stem = small
     model.weights_report = load_weights(model, spec, cfg.weights, in_channels)
     if model.weights_report is not None:

@@ -9,12 +9,18 @@ from torch import nn
 
 
 class Classifier(nn.Module):
-    """backbone -> (B, F) features -> dropout -> head (B, K); optional embedding head (B, E), L2-normalised."""
+    """backbone -> (B, F) features -> dropout -> head (B, K); optional embedding head (B, E), L2-normalised.
+
+    frozen_bn: every BatchNorm layer stays in eval mode, also in train() (running statistics fixed, affine weights
+    still trained), so BatchNorm models can train at batch size 1 (train.frozen_bn).
+    """
 
     def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, embedding_dim: int | None = None,
-                 dropout: float = 0.0, name: str = ""):
+                 dropout: float = 0.0, name: str = "", frozen_bn: bool = False):
         super().__init__()
         self.name = name
+        self.frozen_bn = frozen_bn
+        self._backbone_frozen = False
         self.backbone = backbone
         self.feature_dim = feature_dim
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -60,9 +66,9 @@ class Classifier(nn.Module):
 
     def train(self, mode: bool = True) -> "Classifier":
         super().train(mode)
-        if getattr(self, "_backbone_frozen", False):
+        if self._backbone_frozen:
             self.backbone.eval()  # a frozen backbone must not update BatchNorm running statistics
-        if getattr(self, "frozen_bn", False):  # train.frozen_bn: BN statistics fixed (batch size 1 allowed)
+        if self.frozen_bn:  # BN statistics fixed (batch size 1 allowed)
             for module in self.modules():
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.eval()

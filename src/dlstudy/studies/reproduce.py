@@ -74,10 +74,14 @@ def _plan(sections, tier: str, overrides: dict, seeds: list[int] | None, out: Pa
 
 
 def run_reproduce(out: str | Path, tier: str = "full", data_root: str | None = None, budget: str | None = None,
-                  jobs: int = 1, only: list[str] | None = None, overrides: dict | None = None) -> tuple[Path, list]:
-    """Run the studies in the reference report's order and write OUT/report.md / .html; returns (html, failures)."""
-    from dlstudy.config import deep_merge
-    from dlstudy.studies.runner import load_study, run_study
+                  jobs: int = 1, only: list[str] | None = None, overrides: dict | None = None,
+                  executor: dict | None = None) -> tuple[Path, list]:
+    """Run the studies in the reference report's order and write OUT/report.md / .html; returns (html, failures).
+
+    `executor`: executor flags (dlstudy run's) for every study; one session (e.g. Ray connection) serves them all.
+    """
+    from dlstudy.config import ExecutorConfig, deep_merge
+    from dlstudy.studies.executors import executor_session, resolve_executor
 
     out = Path(out)
     sections = [s for s in SECTIONS if not only or s.study in only]
@@ -93,11 +97,25 @@ def run_reproduce(out: str | Path, tier: str = "full", data_root: str | None = N
         layer = deep_merge(layer, BUDGETS[budget]["overrides"])
     layer = deep_merge(layer, overrides or {})
     seeds = BUDGETS[budget]["seeds"] if budget else None
+    session = resolve_executor(ExecutorConfig(), executor)  # a missing extra fails before anything runs
     check_output_folder(out)
     planned = _plan(sections, tier, layer, seeds, out)
     estimates = _announce(planned, out, tier, budget)
     record = {"tier": tier, "budget": budget, "data_root": data_root, "overrides": layer,
               "env": environment_info(resolve_device("auto")), "sections": [], "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    with executor_session(session):
+        failures = _run_sections(planned, estimates, out, layer, jobs, seeds, executor, record)
+    from dlstudy.studies.reproduce_report import write_reproduce_report
+
+    _, html_path = write_reproduce_report(out)
+    return html_path, failures
+
+
+def _run_sections(planned: list[tuple], estimates: list, out: Path, layer: dict, jobs: int, seeds: list[int] | None,
+                  executor: dict | None, record: dict) -> list[str]:
+    """Each planned study in turn (run_study), recorded in OUT/reproduce.json as it ends; returns the failures."""
+    from dlstudy.studies.runner import load_study, run_study
+
     failures = []
     for i, (section, path, *_) in enumerate(planned):
         left = estimates[i:]
@@ -106,7 +124,7 @@ def run_reproduce(out: str | Path, tier: str = "full", data_root: str | None = N
         log.info("== %s (%s)%s", section.title, path.name, eta)
         start = time.time()
         try:
-            study_dir, results = run_study(path, out, layer, jobs=jobs, seeds=seeds)
+            study_dir, results = run_study(path, out, layer, jobs=jobs, seeds=seeds, executor=executor)
             failed = [f"{r.arm}/seed-{r.seed}: {r.error}" for r in results if not r.ok]
         except DlstudyError as exc:  # e.g. a summary that cannot be built; the other studies still run
             study_dir, failed = out / load_study(path).name, [f"study failed: {exc}"]
@@ -115,10 +133,7 @@ def run_reproduce(out: str | Path, tier: str = "full", data_root: str | None = N
                                    "seconds": round(time.time() - start, 1), "failed": failed})
         record["end_time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         atomic_write_json(out / "reproduce.json", record)
-    from dlstudy.studies.reproduce_report import write_reproduce_report
-
-    _, html_path = write_reproduce_report(out)
-    return html_path, failures
+    return failures
 
 
 def _announce(planned: list[tuple], out: Path, tier: str, budget: str | None) -> list[float | None]:

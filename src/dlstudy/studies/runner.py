@@ -1,4 +1,4 @@
-"""`dlstudy run`: a study file -> arms x seeds run folders, resumable, optionally in parallel processes.
+"""`dlstudy run`: a study file -> arms x seeds run folders, resumable, in parallel processes or on a cluster.
 
     OUT/<study>/study.yaml            the study as run (seeds after --seeds), for `dlstudy report` to rebuild from
     OUT/<study>/env.json              versions, git commit, command, --set overrides
@@ -7,58 +7,34 @@
     OUT/<study>/summary.csv, report.md, report.html
 
 Every arm's RunConfig (base ⊕ arm.set ⊕ --set ⊕ seed) is validated before anything runs, so a typo in the last
-arm fails in a second, not after an hour. A failed run is reported and the others still run.
+arm fails in a second, not after an hour. A failed run is reported and the others still run. Where the runs
+execute (this process, --jobs processes, a Ray cluster, Slurm) is the executor's business (executors.py); the one
+scheduling loop here hands each run over once the runs it waits for have ended (the arm whose weights it takes,
+its arm's learning-rate candidates).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import multiprocessing
-import os
-import shutil
-import sys
 import time
-import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import yaml
 
-from dlstudy.config import (RunConfig, StudyConfig, build_run_config, dump_yaml, from_dict,
-                            load_yaml_mapping, to_dict)
+from dlstudy.config import RunConfig, StudyConfig, build_run_config, from_dict, load_yaml_mapping, to_dict
 from dlstudy.errors import ConfigError
-from dlstudy.studies.arms import expand_arms
-from dlstudy.runs import RunDir, check_folder_name, check_output_folder, environment_info, is_finished, resolve_device
 from dlstudy.io import atomic_write_json, atomic_write_text
+from dlstudy.runs import check_folder_name, check_output_folder, environment_info, resolve_device
+from dlstudy.studies.arms import expand_arms
+from dlstudy.studies.executors import (EXECUTORS, Executor, executor_session, failed_result, open_executor,
+                                       resolve_executor)
+from dlstudy.studies.lr_search import LrSearch, choose, plan_search, with_lr
+from dlstudy.studies.tasks import RunTask, TaskResult, config_differs, receive
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RunTask:
-    """One arm x seed of a study: its resolved config and folder."""
-
-    arm: str
-    seed: int
-    cfg: RunConfig
-    path: Path
-
-    @property
-    def done(self) -> bool:
-        return is_finished(self.path)
-
-
-@dataclass
-class TaskResult:
-    arm: str
-    seed: int
-    path: Path
-    ok: bool
-    seconds: float
-    error: str = ""  # one line for the console; the traceback is in <run>/error.txt
-    metrics: dict | None = None
 
 
 # ------------------------------------------------------------------------------------------------ study files
@@ -78,6 +54,9 @@ def load_study(path: str | Path) -> StudyConfig:
         raise ConfigError(f"{path}: study.kind: unknown kind {study.kind!r}; valid kinds are {sorted(KINDS)}")
     if not study.seeds:
         raise ConfigError(f"{path}: study.seeds is empty; give at least one seed, e.g. seeds: [0]")
+    if study.executor.name not in EXECUTORS:
+        raise ConfigError(f"{path}: study.executor.name: unknown executor {study.executor.name!r}; valid executors "
+                          f"are {sorted(EXECUTORS)}")
     try:
         check_folder_name(study.name, "study.name")
     except ConfigError as exc:
@@ -188,145 +167,20 @@ def referenced_studies(study: StudyConfig) -> set[str]:
 
 # ------------------------------------------------------------------------------------------------ running
 
-
-def _init_worker(threads: int) -> None:
-    """Spawned worker: split the cores between workers (torch would otherwise take all of them in each).
-
-    torch is not imported here (a worker of a light job should not pay for it): OMP_NUM_THREADS is read by torch
-    when the job imports it, and `run_one` sets the thread count again if torch is already loaded.
-    """
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(max(1, threads))
-    os.environ["DLSTUDY_WORKER_THREADS"] = str(max(1, threads))
-    os.environ.setdefault("DLSTUDY_NO_PROGRESS", "1")
+PROGRESS_EVERY_S = 60.0  # a progress line at least this often while runs are in flight
 
 
-def _apply_worker_threads() -> None:
-    if os.environ.get("DLSTUDY_WORKER_THREADS") and "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(int(os.environ["DLSTUDY_WORKER_THREADS"]))
-
-
-def _ensure_job(task: str, job: Any) -> None:
-    """A job registered in the parent process (e.g. by a test) is registered in this worker too."""
-    from dlstudy.jobs import JOBS
-
-    if job is not None:
-        JOBS.setdefault(task, job)
-
-
-def _config_differs(path: Path, cfg: RunConfig) -> bool:
-    saved = path / "config.yaml"
-    return saved.is_file() and yaml.safe_load(saved.read_text()) != yaml.safe_load(dump_yaml(cfg))
-
-
-def run_one(task: RunTask, job: Any = None, search_only: bool = False) -> TaskResult:
-    """Run one arm x seed (lr search first when optim.lr_grid is set); never raises, failures are returned.
-
-    `search_only`: run (or read back) the arm's learning-rate search and stop; the study does this once per arm
-    before its seeds run, so seeds running in parallel never search at the same time.
-    """
-    from dlstudy.jobs import run_job
-
-    _ensure_job(task.cfg.task, job)
-    _apply_worker_threads()
-    start = time.time()
-    try:
-        cfg = task.cfg
-        if cfg.optim.lr_grid:
-            cfg = apply_lr_search(cfg, task.path.parent / "lr-search")
-        if search_only:
-            return TaskResult(task.arm, task.seed, task.path, True, time.time() - start, metrics={"lr": cfg.optim.lr})
-        # A folder left by an interrupted run resumes when its config is the same (the job decides how);
-        # otherwise it starts from scratch.
-        resume = task.path.is_dir() and any(task.path.iterdir()) and not _config_differs(task.path, cfg)
-        if task.path.is_dir() and not resume:
-            shutil.rmtree(task.path)  # stale files of another config must not mix into this run's folder
-        (task.path / "error.txt").unlink(missing_ok=True)
-        metrics = run_job(cfg, RunDir(task.path), resume=resume)  # the job's finish_run() writes its report
-        return TaskResult(task.arm, task.seed, task.path, True, time.time() - start, metrics=metrics)
-    except Exception as exc:  # noqa: BLE001 - one failed arm must not stop the study
-        text = traceback.format_exc()
-        try:
-            atomic_write_text(task.path / "error.txt", text)
-        except OSError:
-            pass
-        message = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-        return TaskResult(task.arm, task.seed, task.path, False, time.time() - start, error=message)
-
-
-def apply_lr_search(cfg: RunConfig, search_dir: Path) -> RunConfig:
-    """Pick optim.lr by the equal-effort search of dlstudy.optim.select_learning_rate (candidates in search_dir)."""
-    import dataclasses
-
-    from dlstudy.optim import select_learning_rate
-
-    from dlstudy.config import to_dict
-    from dlstudy.io import read_json
-
-    # One search per arm, shared by its seeds: the saved choice is reused only while everything but the seed and
-    # the lr is unchanged, so a rerun with other settings (e.g. more epochs) searches again.
-    chosen_path = search_dir / "chosen_lr.json"
-    grid = [float(x) for x in cfg.optim.lr_grid or []]
-    search_key = to_dict(dataclasses.replace(cfg, seed=0, optim=dataclasses.replace(cfg.optim, lr=0.0)))
-    if chosen_path.is_file():
-        chosen = read_json(chosen_path)
-        if chosen.get("search_config") == search_key:
-            return dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr=chosen["lr"], lr_grid=None))
-
-    def run_candidate(candidate: RunConfig) -> Any:
-        from dlstudy.jobs import run_job
-        from dlstudy.studies.records import load_arm_run
-
-        path = search_dir / f"lr-{candidate.optim.lr:g}"
-        metrics = {}
-        if not is_finished(path) or _config_differs(path, candidate):  # finished candidates are reused
-            metrics = run_job(candidate, RunDir(path), resume=False)
-        history = load_arm_run(path).history if (path / "metrics.json").is_file() else []
-        return history or metrics
-
-    best_lr, rows = select_learning_rate(cfg, grid, run_candidate)
-    from dlstudy.io import atomic_write_csv
-
-    atomic_write_csv(search_dir / "lr_search.csv", rows)
-    atomic_write_json(chosen_path, {"lr": best_lr, "lr_grid": grid, "seed": cfg.seed, "search_config": search_key})
-    return dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr=best_lr, lr_grid=None))
-
-
-def execute(tasks: list[RunTask], jobs: int = 1, on_result: Callable[[TaskResult], None] | None = None,
-            search_only: bool = False) -> list[TaskResult]:
-    """Run the tasks, `jobs` at a time in spawned processes (1: in this process); results in completion order."""
-    from dlstudy.jobs import JOBS
-
-    results = []
-    if jobs <= 1 or len(tasks) <= 1:
-        for task in tasks:
-            results.append(run_one(task, search_only=search_only))
-            if on_result:
-                on_result(results[-1])
-        return results
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                             initargs=(threads,)) as pool:
-        futures = {pool.submit(run_one, t, JOBS.get(t.cfg.task), search_only): t for t in tasks}
-        try:
-            for future in as_completed(futures):
-                try:
-                    results.append(future.result())
-                except Exception as exc:  # noqa: BLE001 - a worker killed (e.g. out of memory) fails its run only
-                    t = futures[future]
-                    results.append(TaskResult(t.arm, t.seed, t.path, False, 0.0, error=f"worker died: {exc!r}"))
-                if on_result:
-                    on_result(results[-1])
-        except KeyboardInterrupt:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-    return results
+def _diverged_candidate(result: TaskResult) -> bool:
+    """A learning-rate candidate that diverged: a row of its arm's search, not a failure."""
+    return result.path.parent.name == "lr-search" and result.error_type == "TrainingDiverged"
 
 
 def _log_result(result: TaskResult) -> None:
-    where = f"{result.arm}/seed-{result.seed}"
-    if result.ok:
+    search = "lr-search/" if result.path.parent.name == "lr-search" else ""
+    where = f"{result.arm}/{search}{result.path.name}"
+    if _diverged_candidate(result):
+        log.info("  diverged %s (%s): a row of the lr search", where, result.error)
+    elif result.ok:
         acc = (result.metrics or {}).get("accuracy")
         acc_text = f" accuracy {acc:.4f}" if isinstance(acc, (int, float)) else ""
         log.info("  done   %s%s (%.1f s)", where, acc_text, result.seconds)
@@ -334,48 +188,179 @@ def _log_result(result: TaskResult) -> None:
         log.error("  FAILED %s: %s (traceback in %s)", where, result.error, result.path / "error.txt")
 
 
-def _eta_logger(total: int) -> Callable[[TaskResult], None]:
-    """on_result callback: the run's line, then how many are done and the time left at the mean pace so far."""
-    start, done = time.time(), [0]
+class Progress:
+    """Console lines as runs end: how many are done, running and failed, and the time left at the pace so far."""
 
-    def on_result(result: TaskResult) -> None:
+    def __init__(self, total: int, executor: Executor) -> None:
+        self.total, self.executor = total, executor
+        self.start = self.last = time.time()
+        self.done = self.failed = 0
+
+    def ended(self, result: TaskResult, in_flight: int) -> None:
         _log_result(result)
-        done[0] += 1
-        if done[0] < total:
-            left = (time.time() - start) / done[0] * (total - done[0])
-            log.info("  %d/%d run(s) done; ETA ~%.1f min for this study", done[0], total, left / 60)
-    return on_result
+        self.done += 1
+        self.failed += not result.ok and not _diverged_candidate(result)
+        self.report(in_flight)
+
+    def report(self, in_flight: int) -> None:
+        self.last = time.time()
+        if self.done >= self.total:
+            return
+        eta = f"; ETA ~{(self.last - self.start) / self.done * (self.total - self.done) / 60:.1f} min" \
+            if self.done else ""
+        log.info("  %d/%d run(s) done, %d running, %d failed%s", self.done, self.total,
+                 self.executor.running(in_flight), self.failed, eta)
+
+
+def _dependencies(tasks: list[RunTask]) -> dict[Path, list[tuple[Path, bool]]]:
+    """task path -> [(path of a task of this list it waits for, whether that one must succeed)]: the runs whose
+    folders it takes weights from (`@arm`), which must have finished well."""
+    paths = {t.path for t in tasks}
+    needs = {}
+    for task in tasks:
+        values = [getattr(getattr(task.cfg, section), key) for section, key in WEIGHT_KEYS]
+        needs[task.path] = [(Path(v), True) for v in values if isinstance(v, str) and Path(v) in paths
+                            and Path(v) != task.path]
+    return needs
+
+
+def _record_failure(result: TaskResult) -> TaskResult:
+    """A failure the driver noticed (a dead worker, a failed dependency): said in the run's error.txt too."""
+    try:
+        if not (result.path / "error.txt").is_file():
+            atomic_write_text(result.path / "error.txt", result.error + "\n")
+    except OSError:
+        pass
+    return result
+
+
+def schedule(tasks: list[RunTask], executor: Executor, after: dict[Path, list[tuple[Path, bool]]] | None = None,
+             prepare: Callable[[RunTask], RunTask | TaskResult | None] | None = None,
+             on_result: Callable[[TaskResult], None] | None = None) -> list[TaskResult]:
+    """Run `tasks` on `executor`, each once the tasks it waits for have ended; results in the order they end.
+
+    The one scheduling loop of every executor. `after`: more waits (path -> [(path, must succeed)]), on top of
+    the weight references. `prepare(task)` runs on the driver just before a task is handed over: it returns the
+    task to run (e.g. with the lr its search chose), a TaskResult (the task fails without running) or None (it is
+    dropped). A run whose worker died counts as failed; a run waiting for one that failed fails too.
+    """
+    needs = _dependencies(tasks)
+    for path, extra in (after or {}).items():
+        needs.setdefault(path, []).extend(extra)
+    ended: dict[Path, bool] = {}
+    waiting, in_flight, results = list(tasks), {}, []
+    progress = Progress(len(tasks), executor)
+
+    def end(result: TaskResult) -> None:
+        ended[result.path] = result.ok
+        results.append(receive(result))
+        progress.ended(result, len(in_flight))
+        if on_result:
+            on_result(result)
+
+    try:
+        while waiting or in_flight:
+            batch, still = [], []
+            room = None if executor.capacity is None else executor.capacity - len(in_flight)
+            for task in waiting:
+                deps = needs.get(task.path, [])
+                failed = [d for d, must in deps if must and ended.get(d) is False]
+                if failed:
+                    end(_record_failure(failed_result(task, f"waits for {failed[0]}, which failed")))
+                elif any(d not in ended for d, _ in deps) or (room is not None and len(batch) >= room):
+                    still.append(task)
+                else:
+                    prepared = prepare(task) if prepare else task
+                    if isinstance(prepared, TaskResult):
+                        end(prepared)
+                    elif prepared is not None:
+                        batch.append(prepared)
+            waiting = still
+            if batch:
+                try:
+                    in_flight.update(zip(executor.submit(batch), batch))
+                except Exception as exc:  # noqa: BLE001 - e.g. sbatch refused the array: these runs fail, not all
+                    for task in batch:
+                        end(_record_failure(failed_result(task, f"could not submit: {exc!r}".splitlines()[0][:300],
+                                                          type(exc).__name__)))
+            if not in_flight:
+                for task in waiting:  # nothing runs and nothing can start: they wait for each other
+                    end(_record_failure(failed_result(task, "waits for runs that cannot finish")))
+                break
+            done, _ = wait(in_flight, timeout=PROGRESS_EVERY_S, return_when=FIRST_COMPLETED)
+            for future in done:
+                task = in_flight.pop(future)
+                try:
+                    result = future.result()
+                except Exception as exc:  # noqa: BLE001 - a worker or node died (retries spent): this run only
+                    result = _record_failure(failed_result(task, f"worker died: {exc!r}".splitlines()[0][:300],
+                                                           type(exc).__name__))
+                end(result)
+            if not done and time.time() - progress.last >= PROGRESS_EVERY_S:
+                progress.report(len(in_flight))
+    except KeyboardInterrupt:
+        executor.close(cancel=True)
+        raise
+    return results
+
+
+def _plan_searches(todo: list[RunTask]) -> tuple[dict[str, LrSearch], list[RunTask], dict]:
+    """The lr searches of the arms with optim.lr_grid: ({arm: search}, candidate tasks to run, waits of the seeds)."""
+    searches: dict[str, LrSearch] = {}
+    for task in todo:  # the arm's first unfinished seed searches
+        if task.cfg.optim.lr_grid and task.arm not in searches:
+            searches[task.arm] = plan_search(task)
+    candidates = [c for s in searches.values() for c in s.candidates]
+    after = {t.path: [(c.path, False) for c in searches[t.arm].candidates] for t in todo if t.arm in searches}
+    return searches, candidates, after
 
 
 def run_study(study_path: str | Path, out: str | Path, overrides: dict | None = None, jobs: int = 1,
-              seeds: list[int] | None = None) -> tuple[Path, list[TaskResult]]:
+              seeds: list[int] | None = None, executor: dict | None = None) -> tuple[Path, list[TaskResult]]:
     """Validate, run the unfinished arm x seed folders, then write summary.csv and the study report.
 
-    Returns (study_dir, results of the runs done now); finished folders (DONE) are skipped.
+    `executor`: the command's executor flags (name, address, cpus_per_run, ...) over the study's `executor:`
+    block. Returns (study_dir, results of the runs done now); finished folders (DONE) are skipped.
     """
     study = load_study(study_path)
     if seeds:
         study.seeds = list(seeds)
+    executor_cfg = resolve_executor(study.executor, executor)  # a missing extra fails before anything is written
     tasks = plan_study(study, out, overrides, source=str(study_path))  # validates every arm before running
     study_dir = check_output_folder(check_output_folder(out) / study.name, "study folder")  # before any run
     write_study_files(study_dir, study, overrides)
     todo = [t for t in tasks if not t.done]
     for t in tasks:
-        if t.done and not t.cfg.optim.lr_grid and _config_differs(t.path, t.cfg):
+        if t.done and not t.cfg.optim.lr_grid and config_differs(t.path, t.cfg):
             log.warning("  %s/seed-%d is finished but its config.yaml differs from the study's; kept (delete the "
                         "folder to rerun it)", t.arm, t.seed)
-    log.info("study %s: %d run(s), %d finished, %d to run%s", study.name, len(tasks), len(tasks) - len(todo),
-             len(todo), f" ({jobs} at a time)" if jobs > 1 and len(todo) > 1 else "")
-    results = []
-    searches = {t.arm: t for t in reversed(todo) if t.cfg.optim.lr_grid}  # first unfinished seed of each arm
-    if searches:
-        log.info("learning-rate search for arm(s) %s", sorted(searches))
-        failed = [r for r in execute(list(searches.values()), jobs, search_only=True) if not r.ok]
-        for r in failed:
-            _log_result(r)
-        results += failed
-        todo = [t for t in todo if t.arm not in {r.arm for r in failed}]
-    results += execute(todo, jobs, on_result=_eta_logger(len(todo)))
+    searches, candidates, after = _plan_searches(todo)
+    if candidates:
+        log.info("learning-rate search for arm(s) %s: %d candidate run(s)", sorted(searches), len(candidates))
+    results_by_path: dict[Path, TaskResult] = {}
+
+    def prepare(task: RunTask) -> RunTask | TaskResult | None:
+        search = searches.get(task.arm)
+        if search is None or task.path.parent.name == "lr-search":
+            return task
+        if search.lr is None and search.failure is None:  # the arm's first seed to start: its candidates ended
+            choose(search, results_by_path, task)
+            if search.failure:
+                return search.failure  # reported once, for this seed; the arm's other seeds are dropped
+        return None if search.failure else dataclasses.replace(task, cfg=with_lr(task.cfg, search.lr))
+
+    if jobs > 1 and executor_cfg.name != "local":
+        log.warning("--jobs %d is ignored with --executor %s (the cluster's resources decide)", jobs, executor_cfg.name)
+    with executor_session(executor_cfg):
+        runner = open_executor(executor_cfg, study_dir, jobs)
+        log.info("study %s: %d run(s), %d finished, %d to run (%s)", study.name, len(tasks), len(tasks) - len(todo),
+                 len(todo), runner.describe())
+        try:
+            results = schedule(candidates + todo, runner, after, prepare,
+                               on_result=lambda r: results_by_path.__setitem__(r.path, r))
+        finally:
+            runner.close()
+    results = [r for r in results if r.path.parent.name != "lr-search"]  # candidates are the search's, not runs
     from dlstudy.studies.study_report import write_study_report
 
     write_study_report(study_dir)

@@ -28,7 +28,9 @@ def pixel_features(images: torch.Tensor) -> np.ndarray:
 
     Not standardised here: LinearSVM(standardize=True) keeps the training statistics with the model.
     """
-    return images.flatten(1).numpy().astype(np.float32) / np.float32(255.0)
+    pixels = images.flatten(1).numpy().astype(np.float32)  # (N, C*H*W), the one float copy
+    pixels /= np.float32(255.0)
+    return pixels
 
 
 def raw_features(splits) -> dict[str, np.ndarray]:

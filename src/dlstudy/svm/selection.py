@@ -73,7 +73,7 @@ def selection_accuracy(svm: LinearSVM, X, y) -> float:
 def full_margins(svm: LinearSVM, X, num_classes: int) -> np.ndarray:
     """(N, num_classes) float32 decision values; a class absent from training scores below every real margin,
     so it is never the argmax (classes_ must be integer labels 0..num_classes-1)."""
-    raw = np.asarray(svm.decision_function(X), dtype=np.float32)  # (N, K_train) columns = classes_
+    raw = np.asarray(svm._decision_matrix(X), dtype=np.float32)  # (N, K_train) columns = classes_, also for K = 2
     classes = np.asarray(svm.classes_).astype(np.int64)
     if len(classes) == num_classes:
         return raw[:, np.argsort(classes)] if not np.array_equal(classes, np.arange(num_classes)) else raw
