@@ -23,7 +23,8 @@ from dlstudy.errors import DlstudyError
 from dlstudy.report import Block, Paragraph, Table
 from dlstudy.studies.records import ArmRun, group_by_arm, metric
 
-INTERVAL_METRICS = (("accuracy", "accuracy"), ("balanced_accuracy", "balanced acc."), ("f1_macro", "macro F1"),
+INTERVAL_METRICS = (("accuracy", "accuracy"), ("balanced_accuracy", "balanced acc."),
+                    ("precision_macro", "macro precision"), ("recall_macro", "macro recall"), ("f1_macro", "macro F1"),
                     ("roc_auc_macro", "macro AUC"))
 NOT_DETECTABLE = "no detectable difference at this test-set size"
 
