@@ -16,21 +16,11 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 
 import numpy as np
 import torch
 
-
-def best_time(fn, repeats: int = 5) -> float:
-    """Best of `repeats` wall-clock timings of fn(): the least-disturbed one on a shared machine."""
-    fn()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+from timing import best_time
 
 
 def triplet_rows(batch: int, dim: int) -> list[tuple[str, float, float]]:

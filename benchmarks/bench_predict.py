@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import platform
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from timing import best_time
 
 
 def make_images(folder: Path, n: int, data_root: Path | None) -> list[Path]:
@@ -30,7 +31,8 @@ def make_images(folder: Path, n: int, data_root: Path | None) -> list[Path]:
 
         tree = open_tree(data_root / "cifar10-train-jpg.tar.gz")
         tree = tree.sub(find_prefix(tree, "train/") or "")
-        names = [m for m in tree.names() if m.endswith(".jpg")][::50][:n]
+        names = [m for m in tree.names() if m.endswith(".jpg")]
+        names = names[::max(1, len(names) // n)][:n]  # spread over every class folder
         for name in names:
             path = folder / name
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,15 +46,6 @@ def make_images(folder: Path, n: int, data_root: Path | None) -> list[Path]:
         Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(path)
         files.append(path)
     return files
-
-
-def best_time(fn, repeats: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def main() -> None:
@@ -93,9 +86,9 @@ def main() -> None:
                 images, ok, _ = load_images([f], run)
                 run.predict(images)
 
-        rows = [("dlstudy predict (command: decode + batched forward + CSV)", best_time(command)),
-                ("load_images + LoadedRun.predict, one batch", best_time(api)),
-                ("one image at a time (read, predict, next)", best_time(loop, repeats=1))]
+        rows = [("dlstudy predict (command: decode + batched forward + CSV)", best_time(command, 3, warmup=False)),
+                ("load_images + LoadedRun.predict, one batch", best_time(api, 3, warmup=False)),
+                ("one image at a time (read, predict, next)", best_time(loop, 1, warmup=False))]
     loop_s = rows[-1][1]
     print(f"# predict on {len(files)} 32x32 RGB images, {args.model}, CPU ({platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__})")

@@ -63,9 +63,7 @@ class LoadedRun:
         x = ensure_channels(x, int(self.inputs["channels"]))
         h, w = self.inputs["image_size"]
         if tuple(x.shape[-2:]) != (h, w):
-            if h != w:
-                raise ValueError(f"images are {tuple(x.shape[-2:])}, the run takes {h}x{w}: resize them first")
-            x = resize_images(x, h)
+            x = resize_images(x, (h, w))
         return x.contiguous()
 
     @torch.no_grad()
@@ -129,7 +127,9 @@ def _as_uint8_batch(images, channels: int) -> torch.Tensor:
         parts = [_as_uint8_batch(im, channels) for im in images]
         shapes = {tuple(p.shape[1:]) for p in parts}
         if len(shapes) > 1:
-            parts = [_resize_to(p, parts[0].shape[-2:]) for p in parts]
+            from dlstudy.data.registry import resize_images
+
+            parts = [resize_images(p, tuple(parts[0].shape[-2:])) for p in parts]
         return torch.cat(parts)
     if hasattr(images, "convert") and hasattr(images, "size"):  # a PIL image
         images = np.asarray(images.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
@@ -143,13 +143,6 @@ def _as_uint8_batch(images, channels: int) -> torch.Tensor:
     if x.ndim == 4:
         return x[:, :3]  # RGBA -> RGB
     raise ValueError(f"images must be (N, C, H, W), (C, H, W), (H, W, C) or (H, W); got shape {tuple(x.shape)}")
-
-
-def _resize_to(x: torch.Tensor, hw) -> torch.Tensor:
-    import torch.nn.functional as F
-
-    y = F.interpolate(x.float(), size=tuple(hw), mode="bilinear", antialias=True, align_corners=False)
-    return y.round_().clamp_(0, 255).to(torch.uint8)
 
 
 # ------------------------------------------------------------------------------------------------ loading

@@ -215,12 +215,14 @@ def download(spec: DatasetSpec, root: str | None) -> Path:
 # ------------------------------------------------------------------------------------------------ loading
 
 
-def resize_images(images: torch.Tensor, size: int, chunk: int = 2048) -> torch.Tensor:
-    """(N, C, H, W) uint8 -> (N, C, size, size) uint8, bilinear with antialiasing, in chunks to bound memory."""
-    out = torch.empty((images.shape[0], images.shape[1], size, size), dtype=torch.uint8)
+def resize_images(images: torch.Tensor, size: int | tuple[int, int], chunk: int = 2048) -> torch.Tensor:
+    """(N, C, H, W) uint8 -> (N, C, h, w) uint8 (`size` = h = w, or (h, w)), bilinear with antialiasing, in chunks
+    to bound memory."""
+    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    out = torch.empty((images.shape[0], images.shape[1], h, w), dtype=torch.uint8)
     for start in range(0, images.shape[0], chunk):
         x = images[start:start + chunk].float()
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
         out[start:start + chunk] = x.round_().clamp_(0, 255).to(torch.uint8)
     return out
 
@@ -238,6 +240,14 @@ def decode(spec: DatasetSpec, source: Path, image_size: int | None) -> RawData:
     return raw
 
 
+def decode_source(spec: DatasetSpec, cfg) -> tuple[Path, RawData, bool]:
+    """(where the files are, their decoded RawData, whether it came from the cache) of DataConfig `cfg`."""
+    source = find_dataset(cfg)
+    raw, from_cache = cached_decode(spec.name, source, cfg.image_size, lambda: decode(spec, source, cfg.image_size),
+                                    cfg.cache_dir, cfg.cache)
+    return source, raw, from_cache
+
+
 def load_dataset(cfg) -> DatasetSplits:
     """train/val/test of `cfg.name` (a DataConfig); DataError with the paths searched and the layout expected."""
     from dlstudy.data.pipeline import AUGMENT_PRESETS
@@ -247,9 +257,7 @@ def load_dataset(cfg) -> DatasetSplits:
         raise DataError(f"data.augment: unknown preset {cfg.augment!r}; presets: {', '.join(AUGMENT_PRESETS)}")
     if cfg.normalize not in NORMALIZATIONS:
         raise DataError(f"data.normalize: expected one of {list(NORMALIZATIONS)}, got {cfg.normalize!r}")
-    source = find_dataset(cfg)
-    raw, from_cache = cached_decode(spec.name, source, cfg.image_size, lambda: decode(spec, source, cfg.image_size),
-                                    cfg.cache_dir, cfg.cache)
+    source, raw, from_cache = decode_source(spec, cfg)
     if len(raw.pool) == 0:
         raise DataError(f"{source}: no train/<class>/<image> images to train on (only {_official_parts(raw)}); "
                         f"such a tree can be scored with `dlstudy evaluate RUN_DIR --data {spec.name} --data-root "
@@ -278,10 +286,7 @@ def load_evaluation_split(cfg, split: str) -> tuple[Split, list[str], Path, list
     """
     if split not in EVAL_SPLITS:
         raise DataError(f"--split: expected one of {list(EVAL_SPLITS)}, got {split!r}")
-    spec = get_spec(cfg.name)
-    source = find_dataset(cfg)
-    raw, _ = cached_decode(spec.name, source, cfg.image_size, lambda: decode(spec, source, cfg.image_size),
-                           cfg.cache_dir, cfg.cache)
+    source, raw, _ = decode_source(get_spec(cfg.name), cfg)
     if len(raw.pool) == 0:
         parts = {"test": raw.test, "val": raw.val}
         notes = [f"{source} has no train/: its own {_official_parts(raw)} folders"]
@@ -299,7 +304,7 @@ def load_evaluation_split(cfg, split: str) -> tuple[Split, list[str], Path, list
         chosen = [train, val, test] if split == "all" else [{"train": train, "val": val, "test": test}[split]]
     chosen = [p for p in chosen if len(p)]
     if not chosen:
-        raise DataError(f"{source}: the {split} split of {spec.name} is empty with these settings")
+        raise DataError(f"{source}: the {split} split of {cfg.name} is empty with these settings")
     joined = chosen[0] if len(chosen) == 1 else Split(torch.cat([p.images for p in chosen]),
                                                       torch.cat([p.labels for p in chosen]),
                                                       np.concatenate([p.sample_ids() for p in chosen]))
