@@ -377,3 +377,31 @@ def test_ctrl_c_says_how_to_resume_and_the_finished_resume_drops_error_txt(work,
     monkeypatch.setattr(Session, "run_epoch", run_epoch)
     assert cli(["train", "--resume", work / "r"], capsys)[0] == 0
     assert (work / "r" / "DONE").is_file() and not (work / "r" / "error.txt").exists()
+
+
+def test_report_into_a_read_only_run_folder(work, capsys, monkeypatch):
+    run = work / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("task: svm\ndata: {name: digits}\n")
+    (run / "metrics.json").write_text('{"accuracy": 0.5}\n')
+    before = state(work)
+    read_only(run, monkeypatch)
+    code, err = cli(["report", run], capsys)
+    assert code == 2 and f"DIR {run}: cannot write there: permission denied" in err
+    assert state(work) == before
+
+
+def test_a_write_refused_by_the_file_system_names_the_file(work, monkeypatch):
+    """The one writer turns a PermissionError (a folder made read-only mid-run, a read-only mount) into an error
+    naming the file; the previous file is left as it was."""
+    from dlstudy import io
+    from dlstudy.errors import DlstudyError
+
+    def refuse(**kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(io.tempfile, "mkstemp", refuse)
+    before = state(work)
+    with pytest.raises(DlstudyError, match=f"{work / 'keep.txt'}: cannot be written: permission denied in {work}"):
+        io.atomic_write_text(work / "keep.txt", "new\n")
+    assert state(work) == before

@@ -207,6 +207,7 @@ def test_evaluate_on_a_test_only_imagefolder_equals_scoring_by_hand(runs, tmp_pa
     preds = read_predictions(out / "predictions.npz")
     files = [tree / p for p in preds.sample_ids]
     from dlstudy.inference import load_images
+    from dlstudy.report.blocks import format_cell
 
     images, ok, failed = load_images(files, run)
     by_hand = make_predictions([run.class_names.index(Path(p).parent.name) for p in ok], run.scores(images),
@@ -215,7 +216,11 @@ def test_evaluate_on_a_test_only_imagefolder_equals_scoring_by_hand(runs, tmp_pa
         assert metrics[key] == pytest.approx(by_hand[key], abs=1e-12), key
     assert metrics["n_samples"] == 120 and not failed
     assert {"confusion_matrix.png", "roc.png", "per_class_accuracy.png"} <= {p.name for p in (out / "figures").iterdir()}
-    assert "imagefolder" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "imagefolder" in report and f"| accuracy | {format_cell(metrics['accuracy'])} |" in report
+    assert "95% intervals over the 120 test images" in report and "figures/confusion_matrix.png" in report
+    html = (out / "report.html").read_text()
+    assert "<table" in html and "<figcaption>ROC curves</figcaption>" in html
     del names
 
 

@@ -450,3 +450,37 @@ def test_scores_whose_sum_overflows_are_finite():
     _close(m.roc_auc_score(y, s, average=None), [skm.roc_auc_score(y == c, s[:, c]) for c in range(3)])
     s32 = np.full((4, 2), np.finfo(np.float32).max, dtype=np.float32)
     assert m.top_k_accuracy_score([0, 1, 0, 1], s32, k=1) == 0.5
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_ovr_auc_threaded_columns_equal_sklearn(workers, monkeypatch):
+    """Columns sorted on 1, 2 or 3 threads (in blocks of 3 columns, one class absent) give sklearn's per-class
+    values, the same bits whatever the thread count; a NaN found by a worker thread raises ValueError."""
+    rng = np.random.default_rng(7)
+    k, n = 8, 40_000
+    y = rng.integers(0, k - 1, n)  # class k - 1 absent: its column is only checked for finiteness
+    s = np.round(rng.random((n, k)), 3)
+    monkeypatch.setattr(ranking, "_BLOCK_BYTES", 3 * n * s.itemsize)
+    monkeypatch.setattr(ranking, "_worker_count", lambda n_rows, n_cols: workers)
+    with pytest.warns(m.UndefinedMetricWarning, match="class 7"):
+        per_class = m.roc_auc_score(y, s, average=None)
+    _close(per_class[:-1], [skm.roc_auc_score(y == c, s[:, c]) for c in range(k - 1)])
+    monkeypatch.setattr(ranking, "_worker_count", lambda n_rows, n_cols: 1)
+    with pytest.warns(m.UndefinedMetricWarning):
+        assert np.array_equal(m.roc_auc_score(y, s, average=None), per_class, equal_nan=True)
+    monkeypatch.setattr(ranking, "_worker_count", lambda n_rows, n_cols: workers)
+    s[123, 4] = np.nan
+    with pytest.raises(ValueError, match="NaN or inf"):
+        m.roc_auc_score(y, s)
+
+
+def test_ovr_auc_thread_count_follows_cores_and_omp_num_threads(monkeypatch):
+    monkeypatch.setattr(ranking.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert ranking._worker_count(10**6, 10) == 4
+    assert ranking._worker_count(10**6, 3) == 3  # no more threads than columns
+    assert ranking._worker_count(1000, 10) == 1  # short columns: no hand-off
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert ranking._worker_count(10**6, 10) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert ranking._worker_count(10**6, 10) == 2

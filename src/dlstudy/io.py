@@ -35,8 +35,12 @@ def _file_mode() -> int:
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path:
     """Call `write(fh)` on a temporary file beside `path`, then rename it to `path`; returns the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except PermissionError:
+        raise DlstudyError(f"{path}: cannot be written: permission denied in {path.parent} (a read-only folder "
+                           "or file system); give a writable output folder") from None
     try:
         os.chmod(tmp, _file_mode())  # mkstemp makes 0600; results are meant to be shared like any file
         with os.fdopen(fd, "wb") as fh:

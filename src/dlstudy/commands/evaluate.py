@@ -6,7 +6,7 @@
 
 The folder (default RUN_DIR/evaluations/<data>-<split>/) gets metrics.json (every metrics.json key of a run, plus
 an "evaluation" block saying what was scored), predictions.npz, the confusion-matrix / ROC / per-class figures
-and report.md. The run's own preprocessing is used (image size, channels, its training statistics).
+and report.md / report.html. The run's own preprocessing is used (image size, channels, its training statistics).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def write_evaluation(out: Path, loaded, preds, info: dict) -> dict:
-    """metrics.json, predictions.npz, figures and report.md into `out`; returns the metrics."""
+    """metrics.json, predictions.npz, figures and report.md / .html into `out`; returns the metrics."""
     import numpy as np
 
     from dlstudy.engine.outputs import save_confusion, save_roc
@@ -95,36 +95,32 @@ def _per_class_figure(folder, metrics: dict) -> None:
     folder.save_figure(fig, "per_class_accuracy")
 
 
-def _fmt(value) -> str:
-    return "n/a" if value is None or value != value else f"{value:.4f}"
-
-
 def _write_report(folder, loaded, metrics: dict, info: dict) -> None:
-    from dlstudy.io import atomic_write_text, read_json
+    """report.md and report.html: what was scored, this evaluation beside the run's own test metrics, intervals,
+    the per-class and confusion tables and the figures."""
+    from dlstudy.io import read_json
+    from dlstudy.report.blocks import Figure, Heading, Paragraph, Table
+    from dlstudy.report.run_report import confusion_table, interval_table, per_class_table, write_report
 
     own = loaded.path / "metrics.json"
     trained = read_json(own) if own.is_file() else {}
-    lines = [f"# Evaluation of `{loaded.path.name}` on {info['data']} ({info['split']})", "",
-             f"- run: `{loaded.path}` ({loaded.kind}, {loaded.config.model.name if loaded.kind == 'network' else 'svm'}"
-             f", scores: {metrics['score_kind']})",
-             f"- data: {info['data']}" + (f" from `{info['data_root']}`" if info["data_root"] else "") +
-             f", split {info['split']}, {metrics['n_samples']} images, {metrics['num_classes']} classes",
-             f"- preprocessing: the run's own ({loaded.inputs['image_size'][0]}x{loaded.inputs['image_size'][1]}, "
-             f"{loaded.inputs['channels']} channel(s), training statistics)",
-             *[f"- note: {n}" for n in info["notes"]], "",
-             "| metric | this evaluation | the run's own test split |", "|---|---|---|"]
-    for key in ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc_macro",
-                "roc_auc_micro", "top5_accuracy"):
-        if key in metrics:
-            lines.append(f"| {key} | {_fmt(metrics[key])} | {_fmt(trained.get(key))} |")
-    if metrics["num_classes"] <= 20:
-        lines += ["", "| class | support | accuracy | precision | recall | F1 | ROC AUC |", "|---|---|---|---|---|---|---|"]
-        for i, name in enumerate(metrics["class_names"]):
-            lines.append(f"| {name} | {metrics['support_per_class'][i]} | {_fmt(metrics['per_class_accuracy'][i])} | "
-                         f"{_fmt(metrics['precision_per_class'][i])} | {_fmt(metrics['recall_per_class'][i])} | "
-                         f"{_fmt(metrics['f1_per_class'][i])} | {_fmt(metrics['roc_auc_per_class'][i])} |")
-    lines += ["", "![confusion matrix](figures/confusion_matrix.png)", ""]
-    if (folder.figures / "roc.png").exists():
-        lines += ["![ROC curves](figures/roc.png)", ""]
-    lines += ["![per-class accuracy](figures/per_class_accuracy.png)", ""]
-    atomic_write_text(folder.file("report.md"), "\n".join(lines))
+    model = loaded.config.model.name if loaded.kind == "network" else "svm"
+    height, width = loaded.inputs["image_size"]
+    source = f" from `{info['data_root']}`" if info["data_root"] else ""
+    setup = [f"Run `{loaded.path}` ({loaded.kind}, {model}; scores: {metrics['score_kind']}).",
+             f"Data: {info['data']}{source}, split {info['split']}, {metrics['n_samples']} images, "
+             f"{metrics['num_classes']} classes.",
+             f"Preprocessing: the run's own ({height}x{width}, {loaded.inputs['channels']} channel(s), "
+             "training statistics).", *[f"Note: {note}" for note in info["notes"]]]
+    keys = [k for k in ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro",
+                        "roc_auc_macro", "roc_auc_micro", "top5_accuracy") if k in metrics]
+    blocks = [Heading(f"Evaluation of {loaded.path.name} on {info['data']} ({info['split']})", 1),
+              *[Paragraph(line) for line in setup], Heading("Metrics", 2),
+              Table(["metric", "this evaluation", "the run's own test split"],
+                    [[k, metrics[k], trained.get(k)] for k in keys], "This evaluation beside the run's metrics.json")]
+    blocks += [t for t in (interval_table(folder.path), per_class_table(metrics), confusion_table(metrics)) if t]
+    blocks.append(Heading("Figures", 2))
+    blocks += [Figure(p.relative_to(folder.path), caption) for p, caption in (
+        (folder.figures / "confusion_matrix.png", "Confusion matrix"), (folder.figures / "roc.png", "ROC curves"),
+        (folder.figures / "per_class_accuracy.png", "Per-class accuracy")) if p.is_file()]
+    write_report(blocks, folder.path)

@@ -22,6 +22,9 @@ def render_folder(path: Path) -> tuple[Path, Path]:
         raise DlstudyError(f"{path}: no such folder")
     if not path.is_dir():
         raise DlstudyError(f"{path}: not a folder; give a run folder or a study folder")
+    from dlstudy.runs import check_output_folder
+
+    check_output_folder(path, "DIR")  # a read-only folder: one clear error before any report is built
     if is_study_dir(path):
         return write_study_report(path)
     if is_run_dir(path):

@@ -8,13 +8,16 @@ ROC AUC is the Mann-Whitney statistic: for P positives among a pool of n scores,
 S is an exact integer and there is one final division, which equals scikit-learn's trapezoid over its ROC curve
 to ~1e-16. S comes from value sorts (`np.sort`, float32 kept) and `searchsorted` (`_ranks`), much cheaper than
 the stable argsort scikit-learn uses. One-vs-rest copies blocks of columns (at most 128 MB) out of the (N, K)
-matrix, sorts each column in place and checks finiteness on its sorted ends (no separate pass over the scores).
+matrix, sorts each column in place (the columns of a block on one thread per core: NumPy's sort and searchsorted
+release the GIL) and checks finiteness on its sorted ends (no separate pass over the scores).
 CUDA tensors sort and `searchsorted` on the device.
 """
 
 from __future__ import annotations
 
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
 import numpy as np
@@ -26,6 +29,8 @@ from dlstudy.metrics._validate import (NOT_FINITE, UndefinedMetricWarning, all_f
 _BLOCK_ELEMS = 1 << 23  # scores sorted at once in the micro average and on the GPU (32 MB in float32)
 _BLOCK_BYTES = 1 << 27  # one-vs-rest column block (128 MB): bounds the extra memory; K = 10 float64 at N = 1e6
 # fits one block, so the matrix is read once (two blocks read the 80-byte rows twice: a ~30% slower copy)
+_THREAD_MIN_ROWS = 1 << 15  # one-vs-rest columns shorter than this are sorted on the calling thread
+_MAX_THREADS = 16
 
 
 # ------------------------------------------------------------------------------------------------ backends
@@ -210,28 +215,62 @@ def ovr_auc_per_class(y_true, y_score) -> tuple[np.ndarray, np.ndarray]:
 
     y_true: validated (N,) labels (NumPy int64, or a long tensor on the scores' device); y_score: (N, K) floats,
     finite (on NumPy a NaN or inf raises ValueError, found on the sorted columns).
+    On NumPy the columns of a block are sorted and counted on `_worker_count` threads (np.sort and searchsorted
+    release the GIL), and the labels are grouped while the first block is copied.
     """
     if is_tensor(y_score):
         return _ovr_auc_torch(y_true, y_score)
     n, k = y_score.shape
-    order, starts, counts = _NumpyOps.group_by_label(y_true, k)
+    workers = _worker_count(n, k)
+    if workers == 1:
+        return _ovr_auc_numpy(y_true, y_score, map, _NumpyOps.group_by_label(y_true, k))
+    with ThreadPoolExecutor(workers) as pool:
+        grouped = pool.submit(_NumpyOps.group_by_label, y_true, k)
+        return _ovr_auc_numpy(y_true, y_score, pool.map, grouped)
+
+
+def _worker_count(n: int, k: int) -> int:
+    """Threads for one-vs-rest AUC: one per core this process may use (OMP_NUM_THREADS caps it, as for NumPy's
+    BLAS and torch), one when columns are too short for a hand-off (~50 us) to pay."""
+    if n < _THREAD_MIN_ROWS or k < 2:
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    cap = os.environ.get("OMP_NUM_THREADS", "")
+    if cap.isdigit() and int(cap) > 0:
+        cores = min(cores, int(cap))
+    return max(1, min(cores, k, _MAX_THREADS))
+
+
+def _ovr_auc_numpy(y_true, y_score, map_columns, grouped):
+    """`grouped`: group_by_label's result, or a future of it (computed while the first block is copied)."""
+    n, k = y_score.shape
     aucs = np.full(k, np.nan)
     step = max(1, min(k, _BLOCK_BYTES // (n * y_score.dtype.itemsize)))  # columns per block
     buffer = np.empty((step, n), dtype=y_score.dtype)  # reused by every block: paged in once
     for k0 in range(0, k, step):
         block = column_block(y_score, k0, min(k, k0 + step), out=buffer)  # (b, N) columns, sorted in place below
-        for j, col in enumerate(block):
-            c, n_pos = k0 + j, int(counts[k0 + j])
+        if not isinstance(grouped, tuple):
+            grouped = grouped.result()
+        order, starts, counts = grouped
+
+        def column_auc(j: int) -> float:
+            col, c = block[j], k0 + j
+            n_pos = int(counts[c])
             if not 0 < n_pos < n:
                 if not all_finite(col):
                     raise ValueError(NOT_FINITE)
-                continue
+                return float("nan")
             pos = np.sort(col[order[starts[c]:starts[c + 1]]])  # (P,) scores of class c's samples
             col.sort()
             if not (np.isfinite(col[0]) and np.isfinite(col[-1])):  # NaN sorts last, -inf first, +inf last
                 raise ValueError(NOT_FINITE)
-            aucs[c] = _auc_from_rank_sum(rank_sum_members(col, pos), n_pos, n)
-    return aucs, counts
+            return _auc_from_rank_sum(rank_sum_members(col, pos), n_pos, n)
+
+        aucs[k0:k0 + block.shape[0]] = list(map_columns(column_auc, range(block.shape[0])))
+    return aucs, grouped[2]
 
 
 def _ovr_auc_torch(y_true, y_score):

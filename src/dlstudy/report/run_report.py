@@ -68,7 +68,7 @@ def _extra_scalars(metrics: dict) -> Table | None:
     return Table(["key", "value"], rows, "Other values recorded by the job") if rows else None
 
 
-def _per_class_table(metrics: dict) -> Table | None:
+def per_class_table(metrics: dict) -> Table | None:
     per_class = metrics.get("per_class_accuracy")
     if not per_class:
         return None
@@ -88,7 +88,7 @@ def _per_class_table(metrics: dict) -> Table | None:
     return Table(columns, rows, "Per-class test accuracy (recall) and one-vs-rest ROC AUC")
 
 
-def _confusion_table(metrics: dict) -> Table | None:
+def confusion_table(metrics: dict) -> Table | None:
     cm, names = metrics.get("confusion_matrix"), metrics.get("class_names")
     if not cm or len(cm) > 15:  # bigger matrices are only readable as the figure
         return None
@@ -146,7 +146,7 @@ INTERVAL_KEYS = ("accuracy", "balanced_accuracy", "precision_macro", "recall_mac
                  "roc_auc_micro")
 
 
-def _interval_table(run_dir: Path, confidence: float = 0.95) -> Table | None:
+def interval_table(run_dir: Path, confidence: float = 0.95) -> Table | None:
     """95% intervals of the headline test metrics from predictions.npz: Wilson and Clopper-Pearson for accuracy,
     a percentile bootstrap over the test images for the others. None for runs without saved predictions."""
     from dlstudy.predictions import read_predictions
@@ -203,8 +203,8 @@ def build_run_report(run_dir: str | Path) -> list[Block]:
     blocks.append(Heading("Metrics", 2))
     if metrics:
         blocks.append(_metrics_table(metrics))
-        for table in (_interval_table(run_dir), _extra_scalars(metrics), _per_class_table(metrics),
-                      _confusion_table(metrics)):
+        for table in (interval_table(run_dir), _extra_scalars(metrics), per_class_table(metrics),
+                      confusion_table(metrics)):
             if table is not None:
                 blocks.append(table)
     else:
