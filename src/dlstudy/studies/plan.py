@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 # Seconds of `calibration_seconds()` on the machine where the study files' `minutes` were measured (2 idle Sapphire
 # Rapids cores, bf16 autocast). Another machine's estimate is `minutes` x (its calibration / this).
-REFERENCE_CALIBRATION_S = 0.58
+REFERENCE_CALIBRATION_S = 0.54
 
 
 @dataclass
