@@ -67,24 +67,31 @@ class LoadedRun:
         return x.contiguous()
 
     @torch.no_grad()
-    def scores(self, images, batch_size: int = 256) -> np.ndarray:
-        """(N, K) float32: softmax probabilities of a network, or SVM margins (see score_kind)."""
+    def scores(self, images, batch_size: int | None = None) -> np.ndarray:
+        """(N, K) float32: softmax probabilities of a network, or SVM margins (see score_kind). `batch_size`
+        defaults to the run's train.eval_batch_size: under bf16 autocast the scores depend on it in the last bits."""
         x = self.to_uint8(images)
         return self.scores_uint8(x, batch_size)
 
     @torch.no_grad()
-    def scores_uint8(self, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+    def scores_uint8(self, images: torch.Tensor, batch_size: int | None = None) -> np.ndarray:
         """scores() of images already at the run's channels and size ((N, C, H, W) uint8)."""
-        from dlstudy.data import to_float
-
-        mean, std = self.inputs["mean"], self.inputs["std"]
+        batch_size = batch_size or self.config.train.eval_batch_size
         if self.svm is not None:
             return self._svm_scores(images, batch_size)
-        out = []
-        for i in range(0, len(images), batch_size):
-            x = to_float(images[i:i + batch_size], mean, std).to(self.device)
-            out.append(torch.softmax(self.model(x)["logits"].float(), dim=1).cpu())
-        return torch.cat(out).numpy() if out else np.zeros((0, len(self.class_names)), np.float32)
+        if len(images) == 0:
+            return np.zeros((0, len(self.class_names)), np.float32)
+        from dlstudy.data import Split
+        from dlstudy.engine.loop import amp_dtype_for, predict
+
+        # the engine's own evaluation path, at the run's precision (bf16 autocast where it trained so) and memory
+        # format: an evaluation of the run's test split gives the run's own numbers
+        amp_dtype, _ = amp_dtype_for(self.config.train.amp, self.device)
+        split = Split(images, torch.zeros(len(images), dtype=torch.int64))
+        logits, _, _ = predict(self.model, split, mean=self.inputs["mean"], std=self.inputs["std"],
+                               device=self.device, batch_size=batch_size, amp_dtype=amp_dtype,
+                               channels_last=self.config.train.channels_last)
+        return torch.softmax(logits, dim=1).numpy()  # (N, K) float32
 
     def _svm_scores(self, images: torch.Tensor, batch_size: int) -> np.ndarray:
         from dlstudy.svm.features import extract_features, pixel_features
@@ -103,7 +110,7 @@ class LoadedRun:
             feats = extract_embeddings(self.model, split, mean, std, self.device, batch_size)[0].numpy()
         return full_margins(self.svm, feats, len(self.class_names))
 
-    def predict(self, images, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, images, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(labels (N,) int64 indices into class_names, probabilities (N, K) float32).
 
         For an SVM the probabilities are softmax(margins / T) with the temperature fitted on held-out data.
@@ -188,6 +195,8 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> LoadedRun:
         model = _load_network(run_dir, cfg, card, files)
     if model is not None:
         model.eval().to(device)
+        if cfg.train.channels_last and card["kind"] != "svm":  # as trained: oneDNN picks kernels by memory format
+            model.to(memory_format=torch.channels_last)
     return LoadedRun(run_dir, cfg, card["kind"], list(card["class_names"]), inputs, model, svm, device)
 
 
@@ -282,7 +291,7 @@ def match_classes(run_names: list[str], data_names: list[str], source) -> tuple[
     return label_map, columns, notes
 
 
-def evaluate_run(run: LoadedRun, data_cfg, split: str = "test", batch_size: int = 256):
+def evaluate_run(run: LoadedRun, data_cfg, split: str = "test", batch_size: int | None = None):
     """Score `run` on `split` of dataset `data_cfg` (a DataConfig; its image_size is set to the run's):
     (Predictions over the shared classes, notes). Nothing is written."""
     from dlstudy.data.registry import load_evaluation_split

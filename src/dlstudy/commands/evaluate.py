@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", choices=EVAL_SPLITS,
                         help="which split: made as at training time when the data has a training pool")
     parser.add_argument("--out", default=None, help="evaluation folder (default RUN_DIR/evaluations/<data>-<split>)")
-    parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="images per forward pass (default: the run's train.eval_batch_size)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
 
 
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from dlstudy.inference import evaluate_run, load_run
     from dlstudy.runs import resolve_device
 
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise ConfigError(f"--batch-size: expected >= 1, got {args.batch_size}")
     loaded = load_run(args.run_dir, device=resolve_device(args.device))
     dcfg = data_config(loaded.config, args.data, args.data_root)
