@@ -26,7 +26,8 @@ RUN_CONFIGS = {
     "svm": {"task": "svm", "svm": {"C": [0.01, 0.1]}},
     "svm-rbf": {"task": "svm", "svm": {"C": [0.1], "kernel": "rbf", "n_components": 300}},
     "triplet-svm": {"task": "train", "loss": {"name": "triplet+ce", "classes_per_batch": 8, "samples_per_class": 4}, "eval": {"classifier": "svm"},
-                    "model": {"embedding_dim": 16}, "train": {"epochs": 1, "batch_size": 64}},
+                    "model": {"name": "smallcnn", "embedding_dim": 16},
+                    "train": {"epochs": 1, "batch_size": 64, "amp": "bf16", "channels_last": True}},
     # bf16 autocast (where the CPU has it natively) and channels_last, as the CPU tier's airbench runs
     "train-bf16": {"task": "train", "model": {"name": "smallcnn"},
                    "train": {"epochs": 1, "batch_size": 64, "amp": "bf16", "channels_last": True}},
@@ -256,7 +257,7 @@ def test_evaluate_rejects_unknown_class_names_listing_both(runs, tmp_path, capsy
     assert snapshot(runs["train"]) == before
 
 
-@pytest.mark.parametrize("name", ["svm", "train-bf16"])
+@pytest.mark.parametrize("name", ["svm", "train-bf16", "triplet-svm"])
 def test_evaluate_own_data_reproduces_the_runs_test_metrics(runs, tmp_path, name):
     """Scoring goes through the engine's evaluation at the run's precision and memory format: the same scores to the
     bit (a float32 re-evaluation of a bf16 run moved 5 of 10,000 CIFAR-10 predictions)."""

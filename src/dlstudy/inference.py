@@ -82,16 +82,21 @@ class LoadedRun:
         if len(images) == 0:
             return np.zeros((0, len(self.class_names)), np.float32)
         from dlstudy.data import Split
-        from dlstudy.engine.loop import amp_dtype_for, predict
+        from dlstudy.engine.loop import predict
 
         # the engine's own evaluation path, at the run's precision (bf16 autocast where it trained so) and memory
         # format: an evaluation of the run's test split gives the run's own numbers
-        amp_dtype, _ = amp_dtype_for(self.config.train.amp, self.device)
         split = Split(images, torch.zeros(len(images), dtype=torch.int64))
         logits, _, _ = predict(self.model, split, mean=self.inputs["mean"], std=self.inputs["std"],
-                               device=self.device, batch_size=batch_size, amp_dtype=amp_dtype,
+                               device=self.device, batch_size=batch_size, amp_dtype=self._amp_dtype(),
                                channels_last=self.config.train.channels_last)
         return torch.softmax(logits, dim=1).numpy()  # (N, K) float32
+
+    def _amp_dtype(self):
+        """The autocast dtype the run's train.amp gives on this device (None: float32), as the train job uses."""
+        from dlstudy.engine.loop import amp_dtype_for
+
+        return amp_dtype_for(self.config.train.amp, self.device)[0]
 
     def _svm_scores(self, images: torch.Tensor, batch_size: int) -> np.ndarray:
         from dlstudy.svm.features import extract_features, pixel_features
@@ -107,7 +112,8 @@ class LoadedRun:
             from dlstudy.engine.evaluation import extract_embeddings
 
             split = Split(images, torch.zeros(len(images), dtype=torch.int64))
-            feats = extract_embeddings(self.model, split, mean, std, self.device, batch_size)[0].numpy()
+            feats = extract_embeddings(self.model, split, mean, std, self.device, batch_size,
+                                       amp_dtype=self._amp_dtype())[0].numpy()  # as the train job's evaluate_test
         return full_margins(self.svm, feats, len(self.class_names))
 
     def predict(self, images, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
