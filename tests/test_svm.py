@@ -322,12 +322,17 @@ def test_max_iter_warns_and_batching_matches(digits):
     X, y = digits
     with pytest.warns(ConvergenceWarning, match="max_iter=1"):
         LinearSVM(C=1.0, max_iter=1).fit(X, y)
-    # solved to a 1e-9 duality gap: at 1e-6 the two paths may stop at different points within the gap (measured:
-    # 7e-5 apart in the coefficients), which says nothing about whether streaming computes the same problem
+    # Both paths stop anywhere within their duality gap, so compare them within what the gaps certify: P is 1-strongly
+    # convex in W, so ||W - W*||_F <= sqrt(2 gap) for each fit (for its fitted bias: hence the factor 2 of slack).
+    # A fixed atol does not do: a coefficient near 0 was 1.1e-6 in one fit and 8e-10 in the other (numpy 2.4.6), within
+    # the certified 7.7e-6. A streaming bug (a batch dropped or counted twice) moves W by ~1e-2.
     full = LinearSVM(C=0.1, tol=1e-9).fit(X, y)
     streamed = LinearSVM(C=0.1, tol=1e-9, batch_size=256).fit(X, y)
-    np.testing.assert_allclose(streamed.coef_, full.coef_, rtol=1e-4, atol=1e-6)
-    assert streamed.objective_ == pytest.approx(full.objective_, rel=1e-6)
+    certified = np.sqrt(2 * full.dual_gap_) + np.sqrt(2 * streamed.dual_gap_)
+    assert 0 < certified < 1e-4
+    assert np.linalg.norm(streamed.coef_ - full.coef_) <= 2 * certified
+    np.testing.assert_allclose(streamed.intercept_, full.intercept_, rtol=0, atol=1e-5)
+    assert streamed.objective_ == pytest.approx(full.objective_, rel=1e-9)
 
 
 def test_train_accuracy_attribute_equals_score_on_train():
