@@ -3,6 +3,10 @@
     python benchmarks/gpu_check.py [--out gpu_check.json] [--work DIR] [--budget-s 570]
     python benchmarks/gpu_check.py --allow-cpu --tiny     # the same logic on CPU at tiny sizes (no speed meaning)
 
+It needs no install: where dlstudy is not installed it runs from this checkout's src/ with the machine's own torch,
+torchvision, numpy, SciPy, scikit-learn, matplotlib, PyYAML, tqdm and Pillow (a GPU image's torch need not be the pinned
+2.14.1: `pip install -e .` there would try to fetch it; the environment line and --out JSON record the versions used).
+
 Rows, each in its own try/except under its own time limit; every ratio is measured in this run:
   train-fp32              bench_train: engine step, ResNet18 32 px b128 fp32; ratio = engine / hand-written loop
   train-bf16-cl           the same step with AMP bf16 + channels_last; ratio = vs train-fp32 (the AMP speed-up)
@@ -38,6 +42,11 @@ from typing import Callable
 os.environ.setdefault("MPLBACKEND", "Agg")  # the jobs save figures; a GPU box usually has no display
 os.environ.setdefault("DLSTUDY_NO_PROGRESS", "1")  # one line per row, not tqdm bars from every epoch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_train, bench_svm beside this file
+try:
+    import dlstudy
+except ImportError:  # a GPU image with its own torch (pip install would fetch the pinned torch): run from the checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    import dlstudy
 
 import bench_svm  # noqa: E402
 import bench_train  # noqa: E402
@@ -298,7 +307,7 @@ def environment(device: str) -> dict:
 
     env = {"device": device, "torch": torch.__version__, "cuda": torch.version.cuda,
            "cudnn": torch.backends.cudnn.version(), "python": platform.python_version(),
-           "cpu_threads": torch.get_num_threads()}
+           "cpu_threads": torch.get_num_threads(), "dlstudy": str(Path(dlstudy.__file__).resolve().parent)}
     if device == "cuda":
         props = torch.cuda.get_device_properties(0)
         env.update(device_name=props.name, capability=f"{props.major}.{props.minor}",
@@ -363,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = TINY if args.tiny or device == "cpu" else FULL
     env = environment(device)
     print(f"device {env['device_name']}; torch {env['torch']}, CUDA {env['cuda']}, cuDNN {env['cudnn']}, "
-          f"python {env['python']}; sizes {'tiny' if sizes is TINY else 'full'}; budget {args.budget_s:.0f} s",
+          f"python {env['python']}; dlstudy from {env['dlstudy']}; sizes {'tiny' if sizes is TINY else 'full'}; budget {args.budget_s:.0f} s",
           flush=True)
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:

@@ -50,6 +50,7 @@ def test_allow_cpu_tiny_runs_every_row(tmp_path):
     for name in ("train-fp32", "train-bf16-cl", "train-resnet50-bf16-cl", "svm-cuda"):
         assert rows[name]["ratio"] > 0, rows[name]  # each measured against its baseline in the same run
     assert report["env"]["device"] == "cpu" and report["env"]["torch"]
+    assert Path(report["env"]["dlstudy"], "__init__.py").is_file()
     table = proc.stdout[proc.stdout.index("| check |"):]  # the Markdown table printed at the end
     for name in ROWS:
         assert f"| {name} |" in table
@@ -81,3 +82,21 @@ def test_failed_row_does_not_hide_the_others(tmp_path, monkeypatch):
     assert "| fine | cpu: returns | 1 img/s | 2.00x |" in gpu_check.markdown_table(rows)
     late = gpu_check.run_checks(checks[2:3], ctx, budget_s=gpu_check.MIN_ROW_S - 1)
     assert late[0]["status"] == "skipped" and late[0]["note"].startswith("time budget")
+
+
+def test_runs_from_the_checkout_without_install(tmp_path):
+    # A GPU image has its own torch and no network: the script must find dlstudy in src/ when it is not installed.
+    # -S skips site, so the editable install's .pth is not read; PYTHONPATH gives torch & co. without dlstudy.
+    site = [p for p in sys.path if p.endswith("site-packages")]
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHONPATH=os.pathsep.join(site))
+    probe = subprocess.run([sys.executable, "-S", "-c", "import dlstudy"], env=env, capture_output=True, text=True)
+    assert probe.returncode != 0 and "No module named 'dlstudy'" in probe.stderr  # the setting is real
+    # a 21 s budget: the first row (the engine's training step, dlstudy.data / engine / models) runs, the rest are
+    # skipped once under MIN_ROW_S = 20 s is left
+    proc = subprocess.run([sys.executable, "-S", str(SCRIPT), "--allow-cpu", "--tiny", "--budget-s", "21", "--out",
+                           "tmp.json"], cwd=tmp_path, env=dict(env, DLSTUDY_CACHE=str(tmp_path / "cache")),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((tmp_path / "tmp.json").read_text())
+    assert report["rows"][0]["check"] == "train-fp32" and report["rows"][0]["status"] == "ok", report["rows"][0]
+    assert report["env"]["dlstudy"] == str(SCRIPT.parents[1] / "src" / "dlstudy")
