@@ -372,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = TINY if args.tiny or device == "cpu" else FULL
     env = environment(device)
     print(f"device {env['device_name']}; torch {env['torch']}, CUDA {env['cuda']}, cuDNN {env['cudnn']}, "
-          f"python {env['python']}; dlstudy from {env['dlstudy']}; sizes {'tiny' if sizes is TINY else 'full'}; budget {args.budget_s:.0f} s",
+          f"python {env['python']}; dlstudy from {env['dlstudy']}; sizes {'tiny' if sizes is TINY else 'full'}; "
+          f"budget {args.budget_s:.0f} s",
           flush=True)
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:

@@ -19,11 +19,11 @@ ROWS = ["train-fp32", "train-bf16-cl", "train-resnet50-bf16-cl", "svm-cuda", "fi
         "train-compile"]
 
 
-def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def _run(args: list[str], cwd: Path, python_flags: tuple[str, ...] = (), **env) -> subprocess.CompletedProcess:
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", DLSTUDY_NO_PROGRESS="1", MPLBACKEND="Agg",
-               DLSTUDY_CACHE=str(cwd / "cache"))
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=300)
+               DLSTUDY_CACHE=str(cwd / "cache"), **env)
+    return subprocess.run([sys.executable, *python_flags, str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
 
 
 def _load_module(monkeypatch):
@@ -87,15 +87,13 @@ def test_failed_row_does_not_hide_the_others(tmp_path, monkeypatch):
 def test_runs_from_the_checkout_without_install(tmp_path):
     # A GPU image has its own torch and no network: the script must find dlstudy in src/ when it is not installed.
     # -S skips site, so the editable install's .pth is not read; PYTHONPATH gives torch & co. without dlstudy.
-    site = [p for p in sys.path if p.endswith("site-packages")]
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHONPATH=os.pathsep.join(site))
-    probe = subprocess.run([sys.executable, "-S", "-c", "import dlstudy"], env=env, capture_output=True, text=True)
+    site = os.pathsep.join(p for p in sys.path if p.endswith("site-packages"))
+    probe = subprocess.run([sys.executable, "-S", "-c", "import dlstudy"], env=dict(os.environ, PYTHONPATH=site),
+                           capture_output=True, text=True)
     assert probe.returncode != 0 and "No module named 'dlstudy'" in probe.stderr  # the setting is real
     # a 21 s budget: the first row (the engine's training step, dlstudy.data / engine / models) runs, the rest are
     # skipped once under MIN_ROW_S = 20 s is left
-    proc = subprocess.run([sys.executable, "-S", str(SCRIPT), "--allow-cpu", "--tiny", "--budget-s", "21", "--out",
-                           "tmp.json"], cwd=tmp_path, env=dict(env, DLSTUDY_CACHE=str(tmp_path / "cache")),
-                          capture_output=True, text=True, timeout=120)
+    proc = _run(["--allow-cpu", "--tiny", "--budget-s", "21", "--out", "tmp.json"], tmp_path, ("-S",), PYTHONPATH=site)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads((tmp_path / "tmp.json").read_text())
     assert report["rows"][0]["check"] == "train-fp32" and report["rows"][0]["status"] == "ok", report["rows"][0]
