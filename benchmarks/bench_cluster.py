@@ -50,7 +50,7 @@ def stable(metrics: dict) -> dict:
 
 def run(path: Path, out: Path, executor: dict) -> tuple[float, float, list]:
     """(wall seconds, sum of the runs' own seconds, results) of one study run."""
-    from dlstudy.studies.runner import run_study
+    from dlstudy.studies.running.runner import run_study
 
     start = time.perf_counter()
     _, results = run_study(path, out, executor={**executor, "cpus_per_run": 1})

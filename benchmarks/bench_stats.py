@@ -25,7 +25,7 @@ from scipy import stats as sps
 
 from dlstudy import metrics as mt
 from dlstudy import stats as ours
-from dlstudy.stats import _counts
+from dlstudy.metrics import counts as _counts
 
 MB = 1 << 20
 

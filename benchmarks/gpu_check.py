@@ -219,8 +219,8 @@ def check_loss_study(ctx: Context) -> dict:
     import statistics
 
     from dlstudy.config import deep_merge
-    from dlstudy.studies.reproduce import BUDGETS
-    from dlstudy.studies.runner import run_study
+    from dlstudy.studies.running.reproduce import BUDGETS
+    from dlstudy.studies.running.runner import run_study
 
     tiny = BUDGETS["tiny"]  # `dlstudy reproduce --budget tiny`: every code path once, numbers meaningless
     layer = deep_merge(tiny["overrides"], {"device": ctx.device, "train": {"amp": "bf16", "channels_last": True}})

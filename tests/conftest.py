@@ -67,7 +67,8 @@ def fake_studies(tmp_path, monkeypatch) -> Path:
     """A folder of fake `<study>-quick.yaml` files (helpers.fake_study; the losses study has a failing arm) that
     `dlstudy reproduce --quick` reads instead of the shipped ones; the job "fake" registered."""
     from dlstudy import jobs
-    from dlstudy.studies import reproduce, sections
+    from dlstudy.studies.running import reproduce
+    from dlstudy.studies.summary import sections
 
     monkeypatch.setitem(jobs.JOBS, "fake", jobs.Job(FAKE_JOB, "test job"))
     monkeypatch.setenv(CALL_LOG, str(tmp_path / "calls.log"))

@@ -23,7 +23,7 @@ from dlstudy.cli import main
 from dlstudy.config import build_run_config, dump_yaml
 from dlstudy.errors import ConfigError, WeightsError
 from dlstudy.runs import check_folder_name
-from dlstudy.studies.runner import load_study, plan_study
+from dlstudy.studies.running.runner import load_study, plan_study
 from helpers import calls, fake_study, make_image_tree
 
 TRAIN = ["train", "--data", "digits", "--model", "mlp", "--epochs", "2", "--device", "cpu",
@@ -360,7 +360,7 @@ def test_unsafe_weights_or_checkpoint_are_refused_without_advising_weights_only_
 
 
 def test_ctrl_c_says_how_to_resume_and_the_finished_resume_drops_error_txt(work, capsys, monkeypatch):
-    from dlstudy.engine.job import Session
+    from dlstudy.engine.session import Session
 
     run_epoch = Session.run_epoch
 

@@ -14,9 +14,9 @@ from dlstudy.cli import main
 from dlstudy.config import StudyConfig, from_dict
 from dlstudy.engine import loop
 from dlstudy.errors import ConfigError
-from dlstudy.studies import plan as plan_mod
-from dlstudy.studies import reproduce
-from dlstudy.studies.runner import plan_study, referenced_studies
+from dlstudy.studies.running import plan as plan_mod
+from dlstudy.studies.running import reproduce
+from dlstudy.studies.running.runner import plan_study, referenced_studies
 from helpers import fake_study
 
 
@@ -116,7 +116,7 @@ def test_plan_estimates_from_last_run_or_calibration(tmp_path):
 
 def test_cpu_tier_study_files_declare_their_measured_minutes():
     for section in reproduce.SECTIONS:
-        from dlstudy.studies.runner import load_study
+        from dlstudy.studies.running.runner import load_study
 
         study = load_study(reproduce.study_file(section.study, "cpu"))
         assert study.minutes and study.minutes <= 25, study.name  # the limit per section
@@ -164,7 +164,7 @@ def test_train_num_threads_applies_to_the_run_and_is_restored(tmp_path):
         seen.append(torch.get_num_threads())
         return original(*args, **kwargs)
 
-    import dlstudy.engine.job as job_mod
+    import dlstudy.engine.session as job_mod
     job_mod.train_one_epoch, saved = spy, job_mod.train_one_epoch
     try:
         run_job(cfg, RunDir(tmp_path / "r"))

@@ -10,13 +10,14 @@ import torch
 from dlstudy.config import LossConfig, ModelConfig, build_run_config
 from dlstudy.engine import train_one_epoch
 from dlstudy.engine.checkpoint import load_checkpoint
-from dlstudy.engine.job import Session, run_train_job
+from dlstudy.engine.session import Session
 from dlstudy.engine.distributed import DistInfo, global_index_batches, shard_batches, shard_range
 from dlstudy.errors import TrainingDiverged
 from dlstudy.losses import build_objective
 from dlstudy.models import build_model
 from dlstudy.runs import METRIC_KEYS, RunDir
 from dlstudy.io import read_csv, read_json
+from dlstudy.jobs.train import epoch_output, run_train_job
 
 
 @pytest.fixture(autouse=True)
@@ -53,7 +54,7 @@ def test_train_one_epoch_stops_on_nan_naming_epoch_and_step():
     bad = x.clone()
     bad[0, 0, 0, 0] = math.nan
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    with pytest.raises(TrainingDiverged, match="epoch 7, step 3"):
+    with pytest.raises(TrainingDiverged, match=r"^training diverged at epoch 7 step 3 \(loss nan\); lower optim.lr "):
         train_one_epoch(model, objective, optimizer, [(x, y), (x, y), (bad, y), (x, y)], epoch=7)
 
 
@@ -75,11 +76,11 @@ def test_frozen_backbone_is_unchanged_then_trains_with_its_own_lr(tmp_path):
     backbone0 = {k: v.clone() for k, v in session.model.backbone.state_dict().items()}
     head0 = session.model.head.weight.detach().clone()
     run_dir = RunDir(tmp_path / "run")
-    session.run_epoch(1, run_dir)
+    session.run_epoch(1, epoch_output(run_dir))
     for k, v in session.model.backbone.state_dict().items():  # weights and BN buffers
         assert torch.equal(v, backbone0[k]), k
     assert not torch.equal(session.model.head.weight, head0)
-    session.run_epoch(2, run_dir)
+    session.run_epoch(2, epoch_output(run_dir))
     assert not torch.equal(session.model.backbone.conv1.weight, backbone0["conv1.weight"])
     rows = read_csv(run_dir.file("history.csv"))
     assert [r["backbone_frozen"] for r in rows] == ["1", "0"]
@@ -101,8 +102,9 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, mon
 
     monkeypatch.setattr(session.objective, "forward", poisoned)
     run_dir = RunDir(tmp_path / "run")
-    with pytest.raises(TrainingDiverged, match=r"epoch 2, step 3.*last\.pt"):
-        session.fit(run_dir)
+    with pytest.raises(TrainingDiverged, match=r"^training diverged at epoch 2 step 3 \(loss nan\); lower optim.lr "
+                                               r"\(now 0.001\) or set train.grad_clip; .*last\.pt"):
+        session.fit(epoch_output(run_dir))
     assert load_checkpoint(run_dir.path / "checkpoints" / "last.pt")["epoch"] == 1
     assert len(read_csv(run_dir.file("history.csv"))) == 1
 
@@ -133,6 +135,25 @@ def test_train_job_writes_before_after_history_steps_and_figures(tmp_path):
     session.model.load_state_dict(best["model"])
     again, y_score, y_true = session.evaluate(session.data.test, objective=False)
     assert again["accuracy"] == saved["accuracy"] and y_score.shape == (len(y_true), 10)
+
+
+def test_train_figures_are_redrawn_byte_for_byte_from_the_run_folder(tmp_path):
+    """finish_run draws the figures from metrics.json / predictions.npz / history.csv; `dlstudy report` redraws
+    the same PNG bytes from the files alone."""
+    import shutil
+
+    from dlstudy.cli import main
+
+    run_dir = RunDir(tmp_path / "run")
+    run_train_job(tiny_cfg(epochs=2), run_dir)
+    drawn = {p.name: p.read_bytes() for p in run_dir.figures.glob("*.png")}
+    assert set(drawn) == {f"{n}.png" for n in ("loss_curves", "accuracy_curves", "confusion_before",
+                                               "confusion_after", "roc_after")}
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir.path, copy)
+    shutil.rmtree(copy / "figures")
+    assert main(["report", str(copy)]) == 0
+    assert {p.name: p.read_bytes() for p in (copy / "figures").glob("*.png")} == drawn
 
 
 def test_grad_clip_bounds_the_update_norm():

@@ -17,7 +17,7 @@ import torch.multiprocessing as mp
 from dlstudy.config import build_run_config, load_yaml_mapping
 from dlstudy.engine.checkpoint import load_checkpoint
 from dlstudy.engine.distributed import DistInfo
-from dlstudy.engine.job import Session
+from dlstudy.engine.session import Session
 from dlstudy.io import read_csv, read_json
 
 TIMED = {"time_s", "images_per_s"}  # wall-clock columns: the only ones allowed to differ

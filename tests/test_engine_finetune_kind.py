@@ -10,8 +10,8 @@ import pytest
 
 from dlstudy.config import StudyConfig
 from dlstudy.report.blocks import Figure, Table
-from dlstudy.studies.finetune_kind import summarize
-from dlstudy.studies.records import ArmRun
+from dlstudy.studies.kinds.finetune import summarize
+from dlstudy.studies.summary.records import ArmRun
 
 
 def _run(tmp_path, arm, seed, before, after):

@@ -9,7 +9,7 @@ import torch
 
 from dlstudy.config import LossConfig, ModelConfig, build_run_config
 from dlstudy.engine.checkpoint import load_checkpoint
-from dlstudy.engine.job import run_train_job
+from dlstudy.jobs.train import run_train_job
 from dlstudy.engine.state import TrainState
 from dlstudy.engine.threads import SMALL_STEP_FLOPS, choose_threads, forward_flops
 from dlstudy.errors import ConfigError, WeightsError

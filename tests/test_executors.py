@@ -17,9 +17,9 @@ import yaml
 from dlstudy.cli import main
 from dlstudy.config import ExecutorConfig, build_run_config
 from dlstudy.errors import ConfigError
-from dlstudy.studies.executors import EXECUTORS, resolve_executor, run_resources
-from dlstudy.studies.runner import load_study
-from dlstudy.studies.tasks import RunTask, pack_folder, run_one, torchrun_command, unpack_folder
+from dlstudy.studies.running.executors import EXECUTORS, resolve_executor, run_resources
+from dlstudy.studies.running.runner import load_study
+from dlstudy.studies.running.tasks import RunTask, pack_folder, run_one, torchrun_command, unpack_folder
 from helpers import DIVERGING_FAKE_JOB, calls
 
 
@@ -80,7 +80,7 @@ def test_run_resources(device, gpus_per_run, cluster_gpus, expected):
 def test_torchrun_command_of_a_multi_gpu_run(tmp_path):
     cmd = torchrun_command(tmp_path / "c.yaml", tmp_path / "run", resume=True, nproc=4)
     assert cmd[1:8] == ["-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc-per-node=4", "-m",
-                        "dlstudy.studies.tasks"]
+                        "dlstudy.studies.running.tasks"]
     assert cmd[8:] == [str(tmp_path / "c.yaml"), str(tmp_path / "run"), "--resume"]
 
 
@@ -115,8 +115,8 @@ def test_pack_and_unpack_a_run_folder(tmp_path):
 
 def test_slurm_executor_submits_one_job_array_per_study(tmp_path, fake, monkeypatch):
     pytest.importorskip("submitit")
-    from dlstudy.studies import slurm_executor
-    from dlstudy.studies.runner import run_study
+    from dlstudy.studies.running.executors import slurm as slurm_executor
+    from dlstudy.studies.running.runner import run_study
 
     monkeypatch.setattr(slurm_executor, "SUBMITIT_CLUSTER", "local")
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))  # the job processes import helpers.fake_job
@@ -136,7 +136,7 @@ def test_sbatch_script_of_a_study_is_the_one_in_the_docs():
     import shlex
     import sys
 
-    from dlstudy.studies.slurm_executor import sbatch_text
+    from dlstudy.studies.running.executors.slurm import sbatch_text
 
     cfg = ExecutorConfig(name="slurm", partition="gpu", time_min=120, cpus_per_run=8, gpus_per_run=1,
                          array_parallelism=8, slurm={"account": "mylab"})
@@ -153,7 +153,7 @@ def test_lr_candidates_are_runs_of_their_own_and_a_diverged_one_is_a_row(tmp_pat
     """Each candidate of an arm's lr search is a task (a cluster trains them side by side); the arm's seeds wait
     for all of them; a diverged candidate is a row of the search, not a failure of the study."""
     from dlstudy import jobs
-    from dlstudy.studies.runner import run_study
+    from dlstudy.studies.running.runner import run_study
 
     monkeypatch.setitem(jobs.JOBS, "diverging", jobs.Job(DIVERGING_FAKE_JOB, "test job"))
     arms = [{"name": "adam", "set": {"task": "diverging", "optim": {"lr_grid": [0.001, 0.1, 10.0]}}},
@@ -184,8 +184,8 @@ def test_a_run_taking_another_arms_weights_waits_for_it(tmp_path, fake):
     finished, and fails without running when its source failed."""
     from concurrent.futures import Future
 
-    from dlstudy.studies.executors import Executor
-    from dlstudy.studies.runner import load_study, plan_study, schedule
+    from dlstudy.studies.running.executors import Executor
+    from dlstudy.studies.running.runner import load_study, plan_study, schedule
 
     class AllAtOnce(Executor):
         capacity = None

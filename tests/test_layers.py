@@ -13,11 +13,11 @@ LAYERS = [
     ["dlstudy.errors", "dlstudy.io", "dlstudy.progress"],
     ["dlstudy.config"],
     ["dlstudy.runs", "dlstudy.metrics"],
-    ["dlstudy.data", "dlstudy.models", "dlstudy.predictions", "dlstudy.report", "dlstudy.optim", "dlstudy.stats"],
-    ["dlstudy.losses", "dlstudy.svm"],
+    ["dlstudy.data", "dlstudy.models", "dlstudy.predictions", "dlstudy.optim", "dlstudy.stats", "dlstudy.figures"],
+    ["dlstudy.losses", "dlstudy.svm", "dlstudy.report"],
     ["dlstudy.engine"],
     ["dlstudy.jobs", "dlstudy.inference", "dlstudy.studies"],
-    ["dlstudy.commands", "dlstudy.cli", "dlstudy.__main__", "dlstudy"],
+    ["dlstudy.commands", "dlstudy.cli", "dlstudy.__main__", "dlstudy.api", "dlstudy"],
 ]
 
 
@@ -99,3 +99,37 @@ def test_no_layer_imports_a_higher_one():
 
 def test_io_has_no_project_imports_but_errors():
     assert import_graph()["dlstudy.io"] <= {"dlstudy.errors"}
+
+
+# The algorithm packages compute and return; only jobs write run folders (and reports).
+ALGORITHM_PACKAGES = ("dlstudy.engine", "dlstudy.svm", "dlstudy.metrics", "dlstudy.losses", "dlstudy.models",
+                      "dlstudy.data")
+RUN_FOLDER_MODULES = ("dlstudy.report", "dlstudy.runs", "dlstudy.jobs")
+
+
+def _within(module: str, packages) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
+def test_algorithm_packages_never_touch_run_folders():
+    offending = sorted(f"{a} -> {b}" for a, deps in import_graph().items() if _within(a, ALGORITHM_PACKAGES)
+                       for b in deps if _within(b, RUN_FOLDER_MODULES))
+    assert not offending, "algorithm packages importing the run-folder layer:\n" + "\n".join(offending)
+
+
+def matplotlib_importers() -> set[str]:
+    out = set()
+    for name, path in module_names().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(n == "matplotlib" or n.startswith("matplotlib.") for n in names):
+                out.add(name)
+    return out
+
+
+def test_matplotlib_is_imported_in_the_figures_package_only():
+    importers = matplotlib_importers()
+    assert importers, "the figures package draws with matplotlib: the scan found no importer at all"
+    outside = sorted(m for m in importers if not _within(m, ("dlstudy.figures",)))
+    assert not outside, "matplotlib imported outside dlstudy.figures: " + ", ".join(outside)

@@ -12,9 +12,9 @@ import yaml
 
 from dlstudy.report.blocks import Figure, Paragraph, Table
 from dlstudy.io import atomic_write_csv, atomic_write_json
-from dlstudy.studies.losses_kind import loss_label, pca_2d, summarize
-from dlstudy.studies.records import load_arm_run
-from dlstudy.studies.runner import load_study, plan_study
+from dlstudy.studies.kinds.losses import loss_label, pca_2d, summarize
+from dlstudy.studies.summary.records import load_arm_run
+from dlstudy.studies.running.runner import load_study, plan_study
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
 

@@ -10,8 +10,8 @@ import torch
 from sklearn import metrics as skm
 
 from dlstudy import metrics as m
-from dlstudy.metrics import _ranks, classification, ranking
-from dlstudy.metrics.classification import _cuda_confusion_matrix
+from dlstudy.metrics import _ranks, counts, ranking
+from dlstudy.metrics.counts import _cuda_confusion_matrix
 
 TOL = 1e-12
 
@@ -338,7 +338,7 @@ def test_label_dtypes_give_sklearns_exact_counts(seed, dtype):
 def test_confusion_matrix_chunks_do_not_change_counts(chunk, monkeypatch):
     """Pairs are counted in chunks (a partial last one) while K*K fits a chunk, in one bincount past that; without
     num_classes K grows chunk by chunk (sorted labels: each chunk brings a larger one)."""
-    monkeypatch.setattr(classification, "_PAIR_CHUNK", chunk)
+    monkeypatch.setattr(counts, "_PAIR_CHUNK", chunk)
     rng = np.random.default_rng(chunk)
     for k in (2, 5, 37):
         y, p = rng.integers(0, k, 3001), rng.integers(0, k, 3001)
@@ -360,6 +360,29 @@ def test_bool_labels_and_label_range_errors_per_dtype():
             m.confusion_matrix(np.array([0, 3, 1], dtype=dtype), np.array([0, 1, 1], dtype=dtype), 3)
     with pytest.raises(ValueError, match="label 7, outside 0..2"):
         m.roc_auc_score(np.array([0, 7, 1], dtype=np.uint32), np.ones((3, 3)))
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_confusion_counts_with_a_resample_axis(seed):
+    """(B, N) resample counts give (B, K, K): each the confusion matrix of its resample (sklearn's sample_weight)."""
+    y, p, _, k = _case(seed)
+    rng = np.random.default_rng(seed)
+    weights = rng.multinomial(y.size, np.full(y.size, 1 / y.size), size=4)  # (4, N) bootstrap resamples
+    cms = counts.confusion_counts(y, p, k, weights=weights)
+    assert cms.shape == (4, k, k) and cms.dtype == np.int64
+    for b in range(4):
+        rows = np.repeat(np.arange(y.size), weights[b])
+        assert np.array_equal(cms[b], skm.confusion_matrix(y[rows], p[rows], labels=np.arange(k)))
+        assert np.array_equal(cms[b], skm.confusion_matrix(y, p, labels=np.arange(k), sample_weight=weights[b]))
+    assert np.array_equal(counts.confusion_counts(y, p, k, weights=np.ones((1, y.size), int))[0],
+                          counts.confusion_counts(y, p, k))
+    tp, n_true, n_pred = counts.class_counts(cms)  # (B, K) each
+    assert np.array_equal(tp[0], np.diag(cms[0])) and np.array_equal(n_true.sum(axis=1), weights.sum(axis=1))
+    assert np.array_equal(n_pred, cms.sum(axis=1))
+    with pytest.raises(ValueError, match="weights must be"):
+        counts.confusion_counts(y, p, k, weights=np.ones(y.size))
+    with pytest.raises(ValueError, match="weights must be"):
+        counts.confusion_counts(y, p, k, weights=np.full((2, y.size), 0.5))
 
 
 @pytest.mark.parametrize("label_dtype", [np.int64, np.int32])

@@ -13,6 +13,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from sklearn import metrics as skm  # noqa: E402
 
+from dlstudy import figures  # noqa: E402
 from dlstudy import metrics as m  # noqa: E402
 from dlstudy.runs import METRIC_KEYS
 from dlstudy.io import atomic_write_json
@@ -118,12 +119,12 @@ def test_confusion_matrix_plot_10_classes_is_annotated():
     logits, y = _logits(n=300, k=10)
     cm = m.confusion_matrix(y, logits.argmax(1), 10)
     names = [f"c{i}" for i in range(10)]
-    ax = m.plot_confusion_matrix(cm, names)
+    ax = figures.plot_confusion_matrix(cm, names)
     assert len(ax.images) == 1 and len(ax.texts) == 100
     assert [t.get_text() for t in ax.get_xticklabels()] == names
     assert {t.get_text() for t in ax.texts} == {str(v) for v in cm.ravel()}
     _, given = plt.subplots()
-    ax2 = m.plot_confusion_matrix(cm, names, normalize="true", ax=given)
+    ax2 = figures.plot_confusion_matrix(cm, names, normalize="true", ax=given)
     assert ax2 is given and all("." in t.get_text() for t in ax2.texts)
     plt.close("all")
 
@@ -133,7 +134,7 @@ def test_confusion_matrix_plot_200_classes_is_summarised():
 
     rng = np.random.default_rng(0)
     cm = rng.integers(0, 5, (200, 200))
-    ax = m.plot_confusion_matrix(cm, [f"class-{i}" for i in range(200)])
+    ax = figures.plot_confusion_matrix(cm, [f"class-{i}" for i in range(200)])
     assert len(ax.texts) == 0 and len(ax.images) == 1
     assert 10 <= len(ax.get_xticks()) <= 40
     plt.close("all")
@@ -144,14 +145,14 @@ def test_roc_plot_curves_and_legend():
 
     logits, y = _logits(n=300, k=5)
     probs = torch.softmax(torch.from_numpy(logits), 1).numpy()
-    ax = m.plot_roc_curves(y, probs, [f"c{i}" for i in range(5)])
+    ax = figures.plot_roc_curves(y, probs, [f"c{i}" for i in range(5)])
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert len(legend) == 7 and all("AUC" in t for t in legend)  # 5 classes + micro + macro
     assert len(ax.lines) == 8  # + the chance diagonal
     macro = m.roc_auc_score(y, probs)
     assert any(f"macro average (AUC {macro:.3f})" == t for t in legend)
     logits, y = _logits(n=400, k=40, seed=1)
-    ax = m.plot_roc_curves(y, logits, max_classes=10)
+    ax = figures.plot_roc_curves(y, logits, max_classes=10)
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert len(legend) == 5 and sum("average" in t for t in legend) == 2  # best, median, worst + averages
     plt.close("all")
@@ -169,7 +170,7 @@ def test_per_class_accuracy_bars():
     import matplotlib.pyplot as plt
 
     acc = np.array([0.5, np.nan, 0.9, 1.0])
-    ax = m.plot_per_class_accuracy(acc, ["a", "b", "c", "d"])
+    ax = figures.plot_per_class_accuracy(acc, ["a", "b", "c", "d"])
     assert len(ax.patches) == 4 and ax.patches[2].get_height() == pytest.approx(0.9)
     assert "mean 0.800" in ax.get_legend().get_texts()[0].get_text()
     plt.close("all")

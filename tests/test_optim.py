@@ -1,18 +1,17 @@
-"""Optimizer registry, schedules (against torch's own schedulers and hand formulas), BN guard, LR search."""
+"""Optimizer registry, schedules (against torch's own schedulers and hand formulas), BN guard."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from dlstudy.config import OptimConfig, RunConfig, TrainConfig, build_run_config
-from dlstudy.errors import ConfigError, TrainingDiverged
-from dlstudy.optim import (OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler, check_batchnorm_batch_size,
-                           freeze_batchnorm, schedule_factor, select_learning_rate)
+from dlstudy.config import OptimConfig, TrainConfig
+from dlstudy.errors import ConfigError
+from dlstudy.models.batchnorm import check_batchnorm_batch_size, freeze_batchnorm
+from dlstudy.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler, schedule_factor
 
 
 @pytest.fixture(autouse=True)
@@ -267,48 +266,6 @@ def test_frozen_bn_keeps_running_stats_and_trains_affine():
     model.train()  # train() re-enables BN; the engine must call freeze_batchnorm again
     assert bn.training
     assert freeze_batchnorm(model) == 1 and not bn.training
-
-
-# ------------------------------------------------------------------------------------------------ LR search
-
-
-def test_select_learning_rate_picks_best_val_accuracy_with_equal_configs():
-    cfg = build_run_config({"optim": {"name": "sgd", "lr_grid": [0.01, 0.1, 1.0]}, "train": {"epochs": 2}})
-    seen = []
-
-    def run_fn(candidate: RunConfig):
-        seen.append(candidate)
-        if candidate.optim.lr == 1.0:
-            raise TrainingDiverged("nan loss")
-        return [{"val_acc": 0.2, "val_loss": 2.0},
-                {"val_acc": {0.01: 0.5, 0.1: 0.8}[candidate.optim.lr], "val_loss": 1.0}]
-
-    best, rows = select_learning_rate(cfg, cfg.optim.lr_grid, run_fn)
-    assert best == 0.1
-    assert [r["lr"] for r in rows] == [0.01, 0.1, 1.0]
-    assert [r["diverged"] for r in rows] == [False, False, True]
-    assert rows[1]["val_accuracy"] == 0.8
-    # equal effort: only optim.lr differs between the candidates, and no candidate searches again
-    for c in seen:
-        assert c.optim.lr_grid is None
-        assert dataclasses.replace(c, optim=cfg.optim) == cfg
-
-
-def test_select_learning_rate_ties_and_errors():
-    cfg = RunConfig()
-    best, _ = select_learning_rate(cfg, [0.1, 0.01], lambda c: {"val_accuracy": 0.5,
-                                                                "val_loss": 1.0 if c.optim.lr == 0.1 else 2.0})
-    assert best == 0.1
-    best, _ = select_learning_rate(cfg, [0.1, 0.01], lambda c: {"val_accuracy": 0.5})
-    assert best == 0.01
-    with pytest.raises(ConfigError, match="non-empty"):
-        select_learning_rate(cfg, [], lambda c: {})
-    with pytest.raises(ConfigError, match="positive"):
-        select_learning_rate(cfg, [0.1, -1], lambda c: {})
-    with pytest.raises(ConfigError, match="never test"):
-        select_learning_rate(cfg, [0.1], lambda c: {"accuracy": 0.9})
-    with pytest.raises(TrainingDiverged, match="every learning rate"):
-        select_learning_rate(cfg, [0.1], lambda c: {"val_accuracy": float("nan")})
 
 
 def test_resume_with_more_epochs_stretches_the_schedule_instead_of_keeping_the_old_one():

@@ -16,9 +16,9 @@ from dlstudy.errors import ConfigError
 from dlstudy.optim import build_optimizer, build_scheduler
 from dlstudy.report.blocks import Figure, Table
 from dlstudy.io import atomic_write_csv, atomic_write_json, atomic_write_text
-from dlstudy.studies.optimizers_kind import (aggregate_curves, bin_step_losses, config_differences,
+from dlstudy.studies.kinds.optimizers import (aggregate_curves, bin_step_losses, config_differences,
                                              default_target, summarize, time_to_target, with_wall_clock)
-from dlstudy.studies.records import load_arm_run
+from dlstudy.studies.summary.records import load_arm_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -91,7 +91,7 @@ def test_time_to_target_and_default_target(tmp_path):
     assert time_to_target(h, 0.9) == 21
     assert time_to_target(h, 0.5) == 10
     assert time_to_target(h, 0.99) is None
-    from dlstudy.studies.records import ArmRun
+    from dlstudy.studies.summary.records import ArmRun
 
     def run(arm, seed, accs):
         return ArmRun(arm, seed, tmp_path, history=[{"val_acc": a} for a in accs])
@@ -298,7 +298,7 @@ def test_quick_study_end_to_end(tmp_path):
     """The whole quick study through the runner (14 s on 2 idle cores): report and table. Not marked slow: CI skips
     nothing but tests whose data is absent."""
     from dlstudy.io import read_csv
-    from dlstudy.studies.runner import run_study
+    from dlstudy.studies.running.runner import run_study
 
     study_dir, results = run_study(REPO / "studies" / "optimizers-quick.yaml", tmp_path)
     assert results and all(r.ok for r in results)

@@ -87,7 +87,7 @@ def stable(metrics: dict) -> dict:
 
 
 def test_six_runs_spread_over_both_nodes_with_the_metrics_of_a_local_run(tmp_path, cluster, slow):
-    from dlstudy.studies.runner import run_study
+    from dlstudy.studies.running.runner import run_study
 
     path = six_runs(tmp_path, pause=1.0)
     local_dir, local = run_study(path, tmp_path / "local", executor={"name": "local", "cpus_per_run": 1})
@@ -105,7 +105,7 @@ def test_six_runs_spread_over_both_nodes_with_the_metrics_of_a_local_run(tmp_pat
 
 
 def test_real_svm_and_train_runs_give_the_same_metrics_locally_and_on_ray(tmp_path, cluster):
-    from dlstudy.studies.runner import run_study
+    from dlstudy.studies.running.runner import run_study
 
     study = {"name": "real", "kind": "generic", "seeds": [0],
              "base": {"device": "cpu", "data": {"name": "digits", "max_train": 240, "max_eval": 120}},
@@ -125,7 +125,7 @@ def test_real_svm_and_train_runs_give_the_same_metrics_locally_and_on_ray(tmp_pa
 
 
 def test_run_folders_come_back_when_out_is_not_shared(tmp_path, cluster, slow):
-    from dlstudy.studies.runner import run_study
+    from dlstudy.studies.running.runner import run_study
 
     path = six_runs(tmp_path, pause=0.0)
     out = tmp_path / "out"
@@ -182,15 +182,15 @@ def test_a_killed_driver_is_restarted_and_skips_the_finished_runs(tmp_path, clus
 
 
 def main_run(path: Path, out: Path, cluster):
-    from dlstudy.studies.runner import run_study
+    from dlstudy.studies.running.runner import run_study
 
     return run_study(path, out, executor={"name": "ray", "address": cluster[0].address})
 
 
 def test_ray_task_options_for_a_multi_gpu_run(tmp_path, cluster):
     from dlstudy.config import ExecutorConfig, build_run_config
-    from dlstudy.studies.ray_executor import RayExecutor
-    from dlstudy.studies.tasks import RunTask
+    from dlstudy.studies.running.executors.ray import RayExecutor
+    from dlstudy.studies.running.tasks import RunTask
 
     executor = RayExecutor(ExecutorConfig(name="ray", gpus_per_run=4, cpus_per_run=8), tmp_path)
     try:
@@ -204,7 +204,7 @@ def test_ray_task_options_for_a_multi_gpu_run(tmp_path, cluster):
 
 
 def test_a_killed_worker_node_loses_no_run_and_counts_none_twice(tmp_path, cluster, slow):
-    from dlstudy.studies.runner import run_study
+    from dlstudy.studies.running.runner import run_study
 
     head, workers = cluster
     path = six_runs(tmp_path, pause=2.0)

@@ -13,8 +13,9 @@ import pytest
 import yaml
 
 from dlstudy.cli import main
-from dlstudy.studies import reproduce, sections
-from dlstudy.studies.records import fmt_mean_std
+from dlstudy.studies.running import reproduce
+from dlstudy.studies.summary import sections
+from dlstudy.studies.summary.records import fmt_mean_std
 from helpers import REFERENCE, fake_study
 
 
@@ -69,7 +70,7 @@ def test_reproduce_only_and_missing_study_file(tmp_path, fake_studies, monkeypat
 
 def test_every_shipped_study_file_is_valid():
     """The repository's studies/*.yaml load and plan (every arm validated) without running anything."""
-    from dlstudy.studies.runner import load_study, plan_study
+    from dlstudy.studies.running.runner import load_study, plan_study
 
     files = sorted(sections.CHECKOUT_STUDIES.glob("*.yaml"))
     assert files, f"no study files in {sections.CHECKOUT_STUDIES}"
@@ -82,7 +83,7 @@ def test_every_shipped_study_file_is_valid():
 def test_every_budget_preset_gives_valid_configs_for_every_shipped_study(budget):
     """A budget's overrides over every shipped study file (every tier) validate, cross-field rules included: the
     tiny budget's 1 epoch once left a study's 1 warm-up epoch no cosine decay, failing every run of it."""
-    from dlstudy.studies.runner import load_study, plan_study
+    from dlstudy.studies.running.runner import load_study, plan_study
 
     preset = reproduce.BUDGETS[budget]
     files = sorted(sections.CHECKOUT_STUDIES.glob("*.yaml"))

@@ -17,7 +17,8 @@ import yaml
 
 from dlstudy import jobs, runs
 from dlstudy.cli import main
-from dlstudy.studies import reproduce, sections
+from dlstudy.studies.running import reproduce
+from dlstudy.studies.summary import sections
 from helpers import fake_job
 
 LOSS_ROWS = {"b": ("Densenet121, triplet_loss + Crossentropy", 0.470, 0.495, 0.469, 0.462),
@@ -193,7 +194,7 @@ def test_page_is_written_atomically_by_the_project_writer(folders, monkeypatch, 
 
 
 def test_long_per_class_lists_point_to_the_run_report():
-    from dlstudy.studies.results_page import fmt_ours
+    from dlstudy.studies.summary.results_page import fmt_ours
 
     assert fmt_ours([[0.5] * 200]) == "200 classes: see the run's report (1 seed)"
     assert fmt_ours([[0.25, 0.5], [0.75, 0.5]]) == "[0.50, 0.50] (2 seeds)"
@@ -202,7 +203,7 @@ def test_long_per_class_lists_point_to_the_run_report():
 
 def test_arms_standing_for_the_same_reference_row_share_a_row_across_tiers():
     from dlstudy.config import StudyConfig
-    from dlstudy.studies.results_page import Tier, TierStudy, aligned_rows
+    from dlstudy.studies.summary.results_page import Tier, TierStudy, aligned_rows
 
     def tier(name, arms):
         study = StudyConfig(name="losses", arms=[])

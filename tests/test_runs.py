@@ -157,6 +157,39 @@ def test_failed_job_keeps_checkpoint_and_writes_error(tmp_path, monkeypatch):
     assert not run.is_done
 
 
+def test_a_new_run_is_named_once_by_the_job_and_numbered_when_taken(tmp_path, monkeypatch):
+    from dlstudy.jobs import NewRun, run_job
+
+    def job(cfg, run_dir, resume=False):
+        from dlstudy.jobs import place_run
+
+        run_dir = place_run(cfg, run_dir)
+        assert place_run(cfg, NewRun(tmp_path / "out", run_dir)) is run_dir  # named once, then kept
+        run_dir.start(cfg, "cpu")
+        atomic_write_text(run_dir.file("metrics.json"), "{}")
+        return {"path": run_dir.path}
+
+    _fake_job_module(monkeypatch, job)
+    cfg = build_run_config({"task": "fake", "name": "r"})
+    first, second = NewRun(tmp_path / "out"), NewRun(tmp_path / "out")
+    assert run_job(cfg, first)["path"] == first.run_dir.path == tmp_path / "out" / "r"
+    assert run_job(cfg, second)["path"] == second.run_dir.path == tmp_path / "out" / "r-2"
+
+
+def test_a_failed_new_run_removes_the_folders_it_created(tmp_path, monkeypatch):
+    from dlstudy.jobs import NewRun, place_run, run_job
+
+    def job(cfg, run_dir, resume=False):
+        place_run(cfg, run_dir).start(cfg, "cpu")
+        raise ValueError("bad input")
+
+    _fake_job_module(monkeypatch, job)
+    where = NewRun(tmp_path / "new" / "out")
+    with pytest.raises(ValueError, match="bad input"):
+        run_job(build_run_config({"task": "fake", "name": "r"}), where)
+    assert where.run_dir.path == tmp_path / "new" / "out" / "r" and not (tmp_path / "new").exists()
+
+
 def test_unknown_task_lists_valid_ones(tmp_path):
     from dlstudy.jobs import run_job
 

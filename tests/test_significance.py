@@ -1,4 +1,4 @@
-"""Study statistics (studies/significance.py): intervals per arm, pairwise tests with Holm, claims, `compare`."""
+"""Study statistics (studies/summary/significance.py): intervals per arm, pairwise tests with Holm, claims, `compare`."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from dlstudy.config import StatsConfig
 from dlstudy.errors import ConfigError
 from dlstudy.predictions import make_predictions, write_predictions
 from dlstudy.stats import holm, mcnemar, paired_t_test, proportion_ci, seed_summary
-from dlstudy.studies.records import group_by_arm, load_arm_run
-from dlstudy.studies.significance import (NOT_DETECTABLE, arm_interval, check_claim, compare_arms, pairwise,
+from dlstudy.studies.summary.records import group_by_arm, load_arm_run
+from dlstudy.studies.summary.significance import (NOT_DETECTABLE, arm_interval, check_claim, compare_arms, pairwise,
                                           statistics_blocks)
 
 N, K = 400, 4
@@ -39,7 +39,7 @@ def fake_run(folder: Path, accuracy: float, seed: int = 0, rng_seed: int = 0, id
     (folder / "metrics.json").write_text(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, float)
                                                      or math.isfinite(v)}))
     (folder / "config.yaml").write_text(yaml.safe_dump({"seed": seed, "train": {"train_eval_subset": 500}}))
-    if train_acc is not None:  # what optimizers_kind.train_accuracy reads
+    if train_acc is not None:  # what summary.records.train_accuracy reads
         (folder / "history.csv").write_text(f"epoch,train_eval_acc\n1,{train_acc}\n")
     (folder / "DONE").write_text("")
     return folder
@@ -71,7 +71,7 @@ def test_pairwise_single_seed_is_mcnemar_and_holm_over_all_pairs(tmp_path):
     groups = {arm: arm_runs(tmp_path, arm, acc) for arm, acc in (("good", 0.9), ("mid", 0.85), ("bad", 0.5))}
     comps = pairwise(groups, STATS)
     assert [(c.arm_a, c.arm_b) for c in comps] == [("good", "mid"), ("good", "bad"), ("mid", "bad")]
-    from dlstudy.studies.significance import load_predictions
+    from dlstudy.studies.summary.significance import load_predictions
 
     preds = {arm: load_predictions(runs[0]) for arm, runs in groups.items()}
     _, p = mcnemar(preds["good"].correct, preds["bad"].correct)
@@ -121,7 +121,7 @@ def test_claims_supported_contradicted_not_detectable_and_overfits(tmp_path):
 
 
 def test_study_file_claims_and_stats_are_validated(tmp_path):
-    from dlstudy.studies.runner import load_study
+    from dlstudy.studies.running.runner import load_study
 
     base = {"name": "s", "arms": [{"name": "a"}, {"name": "b"}], "reference": {}}
     for claims, fragment in (([{"better": "a", "worse": "zz"}], "'zz' is not an arm"),

@@ -19,6 +19,7 @@ from statsmodels.stats.proportion import proportion_confint
 
 from dlstudy import metrics as m
 from dlstudy import stats as st
+from dlstudy.metrics import counts as metric_counts
 from dlstudy.stats import _counts, _ranks
 from dlstudy.stats import bootstrap as bs
 
@@ -277,7 +278,7 @@ def _f1_statistic(k):
         codes = (yt * k + yp).astype(np.int64) + (np.arange(yt.shape[0]) * k * k)[:, None]
         cm = np.bincount(codes.ravel(), minlength=yt.shape[0] * k * k).reshape(-1, k, k)
         tp = np.diagonal(cm, axis1=1, axis2=2)
-        out = _counts.f1_macro(tp, cm.sum(axis=2), cm.sum(axis=1))
+        out = metric_counts.f1_macro(tp, cm.sum(axis=2), cm.sum(axis=1))
         return out if np.ndim(y_true) > 1 else out[0]
     return statistic
 
@@ -400,6 +401,19 @@ def test_bootstrap_is_deterministic_for_a_seed_and_accepts_labels_or_scores():
         st.bootstrap_ci(y, s.argmax(axis=1), "recall_macro", n_resamples=300, num_classes=k)
     est, low, high = st.bootstrap_ci(y, s, "roc_auc_micro", n_resamples=1, confidence=0.5)
     assert low == high
+
+
+@pytest.mark.parametrize("size", [3, 50, 1000])
+def test_cells_counted_by_the_metrics_core_equal_a_sort(size):
+    """Cells counted with metrics.counts.bin_counts (dense code space) are np.unique's: same order, counts, rows."""
+    code = np.random.default_rng(size).integers(0, size, 400) * 7  # some codes never occur
+    for got, want in zip(_counts._occupied_cells(code, 7 * size), np.unique(code, return_inverse=True,
+                                                                             return_counts=True)):
+        assert np.array_equal(got, want.reshape(-1))
+    y, s, _, k = _case(2)
+    table = _counts.cell_table(y, [s.argmax(1)], k, "confusion")
+    cm = m.confusion_matrix(y, s.argmax(1), k)
+    assert np.array_equal(table.counts, cm[cm > 0])  # the cells are the confusion matrix's occupied entries
 
 
 def test_stats_imports_only_numpy_scipy_and_metrics():

@@ -21,8 +21,8 @@ import yaml
 
 from dlstudy.cli import main
 from dlstudy.errors import ConfigError
-from dlstudy.studies.records import fmt_mean_std, load_arm_run, mean_std
-from dlstudy.studies.runner import expand_arms, load_study, plan_study, run_study
+from dlstudy.studies.summary.records import fmt_mean_std, load_arm_run, mean_std
+from dlstudy.studies.running.runner import expand_arms, load_study, plan_study, run_study
 from helpers import calls
 
 
@@ -201,3 +201,39 @@ def test_missing_or_failing_kind_falls_back_to_generic(tmp_path, fake, monkeypat
     report = (study_dir / "report.md").read_text()
     assert "The 'svm' summary failed (ZeroDivisionError: division by zero); generic summary shown." in report
     assert "| sharp | 1 |" in report
+
+
+def _studies_imports() -> dict[str, set[str]]:
+    """studies/<part>/<file>.py -> every module it imports (top level and inside functions), read with ast."""
+    import ast
+
+    import dlstudy.studies
+
+    root = Path(dlstudy.studies.__file__).parent
+    found = {}
+    for path in root.rglob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+                names.update(f"{node.module}.{a.name}" for a in node.names)
+            elif isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+        found[path.relative_to(root).as_posix()] = names
+    return found
+
+
+def test_studies_data_flows_one_way_running_to_kinds_and_summary():
+    """running -> (kinds, summary); kinds read runs through summary.records only; summary never imports running
+    nor a kind (kinds come through the KINDS registry); no study module draws with matplotlib itself."""
+    imports = _studies_imports()
+    assert any(f.startswith("running/") for f in imports) and any(f.startswith("kinds/") for f in imports)
+    for file, names in imports.items():
+        studies = {n for n in names if n.startswith("dlstudy.studies.")}
+        assert not any(n.split(".")[0] == "matplotlib" for n in names), f"{file} imports matplotlib"
+        if file.startswith("summary/"):
+            assert not {n for n in studies if n.startswith(("dlstudy.studies.running", "dlstudy.studies.kinds"))}, \
+                f"{file} imports {sorted(studies)}"
+        if file.startswith("kinds/"):
+            assert all(n.startswith("dlstudy.studies.summary.records") for n in studies), \
+                f"{file} imports {sorted(studies)}"

@@ -11,7 +11,7 @@ from dlstudy.losses.objectives import OBJECTIVES
 from dlstudy.models import MODELS
 from dlstudy.optim import OPTIMIZERS, SCHEDULES
 from dlstudy.studies import KINDS
-from dlstudy.studies.runner import load_study, plan_study
+from dlstudy.studies.running.runner import load_study, plan_study
 
 STUDY_DIR = Path(__file__).resolve().parents[1] / "src" / "dlstudy" / "studies" / "files"
 STUDY_FILES = sorted(STUDY_DIR.glob("*.yaml"))

@@ -12,8 +12,9 @@ from torch import nn
 from dlstudy.config import StudyConfig, build_run_config
 from dlstudy.runs import METRIC_KEYS, RunDir
 from dlstudy.io import read_csv
+from dlstudy.models.forward import forward_batches
 from dlstudy.svm import features as F
-from dlstudy.svm.job import run_svm_job
+from dlstudy.jobs.svm import run_svm_job
 
 
 @pytest.fixture(autouse=True)
@@ -57,7 +58,8 @@ def test_extract_features_batches_gray_images_and_matches_one_pass():
     torch.manual_seed(0)
     model = TinyBackbone()
     images = torch.randint(0, 256, (37, 1, 8, 8), dtype=torch.uint8)
-    feats = F.extract_features(model, images, (0.5,), (0.25,), batch_size=10)
+    feats = forward_batches(model, images, output="features", mean=(0.5,), std=(0.25,), batch_size=10,
+                            channels=3).numpy()  # what F.backbone_features runs per split
     x = ((images.float() / 255 - 0.5) / 0.25).repeat(1, 3, 1, 1)
     with torch.no_grad():
         np.testing.assert_allclose(feats, model.forward_features(x).numpy(), rtol=1e-5, atol=1e-6)
@@ -136,8 +138,8 @@ def test_cli_svm_prints_folder_and_accuracy(tmp_path, capsys):
 
 
 def test_study_summary_table(tmp_path):
-    from dlstudy.studies.records import ArmRun
-    from dlstudy.studies.svm_kind import COLUMNS, summarize
+    from dlstudy.studies.summary.records import ArmRun
+    from dlstudy.studies.kinds.svm import COLUMNS, summarize
 
     def run(arm, seed, acc, mc, val_acc):
         return ArmRun(arm, seed, tmp_path / arm / f"seed-{seed}", {"svm": {"features": "raw"}},

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except DlstudyError as exc:
         print(f"dlstudy {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code  # 2: bad input or environment; 1: a run that failed (e.g. diverged)
     except KeyboardInterrupt:
         hint = getattr(args, "interrupt_hint", None)  # set by a command that can be resumed, e.g. train
         print(f"dlstudy {args.command}: interrupted" + (f"; {hint}" if hint else ""), file=sys.stderr)

@@ -177,7 +177,7 @@ class StatsConfig:
 class ExecutorConfig:
     """`executor:` of a study file: where its runs execute; `dlstudy run` flags override it (docs/cluster.md)."""
 
-    name: str = "local"  # local (--jobs processes) | ray | slurm: a key of dlstudy.studies.executors.EXECUTORS
+    name: str = "local"  # local (--jobs processes) | ray | slurm: a key of dlstudy.studies.running.executors.EXECUTORS
     address: str | None = None  # ray: the cluster to join (HEAD_IP:6379, or auto on a cluster node); None: a local one
     cpus_per_run: int | None = None  # CPU cores (and torch threads) per run; None: 1 on ray/slurm, cores/--jobs here
     # GPUs per run; None: 1 for a cuda run (or device auto on a cluster with GPUs), else 0. Above 1, the run is one
@@ -434,13 +434,17 @@ POSITIVE = Rule(lambda v: v > 0, "> 0")
 FRACTION = Rule(lambda v: 0 <= v < 1, "in [0, 1)")
 UNIT = Rule(lambda v: 0 <= v <= 1, "in [0, 1]")
 DECAY = Rule(lambda v: 0 < v <= 1, "in (0, 1]")
+# 4096 px squared is already 50 MB per RGB image as uint8; beyond it a typo (60000) would try to allocate terabytes.
+# Within it, data.registry still checks the whole dataset's size against the machine's memory before decoding.
+MAX_IMAGE_SIZE = 4096
+IMAGE_SIZE = Rule(lambda v: 1 <= v <= MAX_IMAGE_SIZE, f"in [1, {MAX_IMAGE_SIZE}] (pixels a side)")
 
 # dotted RunConfig key -> rule. A None value (an optional field left unset) is not checked; a list is checked item
 # by item. Every int/float field of the schema is listed (tests/test_config.py holds the table to that).
 RANGES: dict[str, Rule] = {
     "seed": NON_NEGATIVE,
     "data.val_fraction": FRACTION, "data.test_fraction": FRACTION, "data.split_seed": NON_NEGATIVE,
-    "data.image_size": AT_LEAST_1, "data.max_train": AT_LEAST_1, "data.max_eval": AT_LEAST_1,
+    "data.image_size": IMAGE_SIZE, "data.max_train": AT_LEAST_1, "data.max_eval": AT_LEAST_1,
     "model.embedding_dim": AT_LEAST_1, "model.dropout": FRACTION,
     "optim.lr": POSITIVE, "optim.weight_decay": NON_NEGATIVE, "optim.momentum": FRACTION, "optim.betas": FRACTION,
     "optim.eps": POSITIVE, "optim.lr_grid": POSITIVE,

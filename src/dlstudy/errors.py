@@ -1,8 +1,10 @@
-"""User-facing errors: the CLI prints their message (no traceback) and exits non-zero."""
+"""User-facing errors: the CLI prints their message (no traceback) and exits with their `exit_code`."""
 
 
 class DlstudyError(Exception):
     """Base class of every error whose message is meant for the user."""
+
+    exit_code = 2  # bad input or environment: nothing was (or could be) done
 
 
 class ConfigError(DlstudyError, ValueError):
@@ -18,4 +20,19 @@ class WeightsError(DlstudyError):
 
 
 class TrainingDiverged(DlstudyError):
-    """The loss became NaN or inf; the last good checkpoint is kept."""
+    """The loss (or the model's scores) became NaN or inf; the last good checkpoint is kept."""
+
+    exit_code = 1  # a failed run, like a run that raised anything else
+
+
+class DiskFullError(DlstudyError, OSError):
+    """A write met a full disk or quota (or stopped short). The message names the file and the free space; the
+    file was not written and the previous version of it, if any, is intact. An OSError too, so code that tolerates
+    a failed optional write (a cache) still does."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ScoresNotFinite(TrainingDiverged, ValueError):
+    """Model scores hold NaN or inf (weights that diverged), seen where no epoch or step is known."""

@@ -81,15 +81,13 @@ class LoadedRun:
             return self._svm_scores(images, batch_size)
         if len(images) == 0:
             return np.zeros((0, len(self.class_names)), np.float32)
-        from dlstudy.data import Split
-        from dlstudy.engine.loop import predict
+        from dlstudy.models.forward import forward_batches
 
-        # the engine's own evaluation path, at the run's precision (bf16 autocast where it trained so) and memory
+        # the engine's own forward pass, at the run's precision (bf16 autocast where it trained so) and memory
         # format: an evaluation of the run's test split gives the run's own numbers
-        split = Split(images, torch.zeros(len(images), dtype=torch.int64))
-        logits, _, _ = predict(self.model, split, mean=self.inputs["mean"], std=self.inputs["std"],
-                               device=self.device, batch_size=batch_size, amp_dtype=self._amp_dtype(),
-                               channels_last=self.config.train.channels_last)
+        logits = forward_batches(self.model, images, output="logits", mean=self.inputs["mean"],
+                                 std=self.inputs["std"], batch_size=batch_size, device=self.device,
+                                 amp_dtype=self._amp_dtype(), channels_last=self.config.train.channels_last)
         return torch.softmax(logits, dim=1).numpy()  # (N, K) float32
 
     def _amp_dtype(self):
@@ -99,21 +97,19 @@ class LoadedRun:
         return amp_dtype_for(self.config.train.amp, self.device)[0]
 
     def _svm_scores(self, images: torch.Tensor, batch_size: int) -> np.ndarray:
-        from dlstudy.svm.features import extract_features, pixel_features
+        from dlstudy.models.forward import forward_batches
+        from dlstudy.svm.features import pixel_features
         from dlstudy.svm.selection import full_margins
 
-        mean, std = self.inputs["mean"], self.inputs["std"]
         if self.model is None:  # raw pixels
             feats = pixel_features(images)
-        elif self.kind == "svm":  # a backbone's pooled features
-            feats = extract_features(self.model, images, mean, std, batch_size, self.device, desc="features")
-        else:  # a train run's embedding SVM: the embedding head, or the pooled features without one
-            from dlstudy.data import Split
-            from dlstudy.engine.evaluation import extract_embeddings
-
-            split = Split(images, torch.zeros(len(images), dtype=torch.int64))
-            feats = extract_embeddings(self.model, split, mean, std, self.device, batch_size,
-                                       amp_dtype=self._amp_dtype())[0].numpy()  # as the train job's evaluate_test
+        else:  # an svm run: a backbone's pooled features (gray replicated to RGB, float32), as svm.features does;
+            # a train run's embedding SVM: the embedding head (or the features without one), as its evaluate_test
+            svm_run = self.kind == "svm"
+            feats = forward_batches(self.model, images, output="features" if svm_run else "embedding",
+                                    mean=self.inputs["mean"], std=self.inputs["std"], batch_size=batch_size,
+                                    device=self.device, channels=3 if svm_run else None,
+                                    amp_dtype=None if svm_run else self._amp_dtype(), desc="features").numpy()
         return full_margins(self.svm, feats, len(self.class_names))
 
     def predict(self, images, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -26,12 +26,10 @@ from pathlib import Path
 
 from dlstudy.config import RunConfig, dump_yaml
 from dlstudy.errors import ConfigError, DlstudyError
-from dlstudy.io import atomic_write_csv, atomic_write_json, atomic_write_text, read_json, save_figure
+from dlstudy.io import atomic_write_csv, atomic_write_json, atomic_write_text, read_json
+from dlstudy.metrics.table import metric_keys
 
-METRIC_KEYS = (
-    "accuracy", "per_class_accuracy", "precision_macro", "recall_macro", "f1_macro", "confusion_matrix",
-    "roc_auc_macro", "roc_auc_micro", "roc_auc_per_class", "num_classes", "class_names", "n_samples",
-)
+METRIC_KEYS = metric_keys()  # the keys of every metrics.json block, a view of dlstudy.metrics.table.METRICS
 DONE_MARKER = "DONE"  # written last: a run folder with it is complete (studies skip such arms)
 MODEL_CARD = "model.json"  # what `dlstudy.load_run` needs to rebuild the classifier and its preprocessing
 
@@ -170,9 +168,6 @@ class RunDir:
 
     def write_table(self, name: str, rows: list[dict], fieldnames: list[str] | None = None) -> Path:
         return atomic_write_csv(self.tables / f"{name}.csv", rows, fieldnames)
-
-    def save_figure(self, fig, name: str) -> Path:
-        return save_figure(fig, self.figures / f"{name}.png")
 
     def update_env(self, **values) -> None:
         """Add or replace keys of env.json (e.g. the torch thread count a job chose after start())."""

@@ -48,7 +48,7 @@ EXECUTOR_FLAGS = {"executor": "name", "address": "address", "cpus_per_run": "cpu
 
 def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
     """Where a study's runs execute (run, reproduce); each flag given overrides the study file's `executor:` block."""
-    from dlstudy.studies.executors import EXECUTORS
+    from dlstudy.studies.running.executors import EXECUTORS
 
     group = parser.add_argument_group("executor (docs/cluster.md)")
     group.add_argument("--executor", choices=sorted(EXECUTORS), default=None,

@@ -32,7 +32,7 @@ def _groups_from_runs(paths: list[Path]) -> dict:
     """{arm name: [ArmRun]} for run folders given one by one; DataError when their test images differ."""
     from dlstudy.errors import DataError
     from dlstudy.predictions import read_predictions
-    from dlstudy.studies.records import load_arm_run
+    from dlstudy.studies.summary.records import load_arm_run
 
     if len(paths) < 2:
         raise DataError("compare: give two or more run folders, or one study folder")
@@ -59,9 +59,9 @@ def run(args: argparse.Namespace) -> int:
     from dlstudy.config import StatsConfig
     from dlstudy.io import atomic_write_text
     from dlstudy.report import render_markdown
-    from dlstudy.studies.records import group_by_arm
-    from dlstudy.studies.significance import pairwise, pairwise_table
-    from dlstudy.studies.study_report import collect_runs, is_study_dir, load_study_dir
+    from dlstudy.studies.summary.records import group_by_arm
+    from dlstudy.studies.summary.significance import pairwise, pairwise_table
+    from dlstudy.studies.summary.study_report import collect_runs, is_study_dir, load_study_dir
 
     paths = [Path(p) for p in args.paths]
     stats = StatsConfig()

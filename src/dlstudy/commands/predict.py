@@ -41,6 +41,21 @@ def image_files(paths: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
     return files, missing
 
 
+def no_images_error(paths: list[str], files: list[Path], failed: list[tuple[str, str]]):
+    """DataError naming what was searched when not one image could be predicted (exit 2, no CSV written)."""
+    from dlstudy.data.sources import IMAGE_EXTENSIONS
+    from dlstudy.errors import DataError
+
+    searched = ", ".join(paths[:5]) + (f", ... ({len(paths)} paths)" if len(paths) > 5 else "")
+    if not files:
+        what = f"no image files found (folders are searched recursively for {', '.join(IMAGE_EXTENSIONS[:5])}, ...)"
+    else:
+        what = f"none of the {len(files)} image file(s) found could be read"
+    reasons = "; ".join(f"{p}: {why}" for p, why in failed[:5]) + ("; ..." if len(failed) > 5 else "")
+    return DataError(f"nothing to predict in {searched}: {what}" + (f" ({reasons})" if reasons else "") +
+                     "; nothing was written")
+
+
 def run(args: argparse.Namespace) -> int:
     from dlstudy.errors import ConfigError
     from dlstudy.inference import load_run
@@ -61,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
     starts = range(0, len(files), args.batch_size)
     for start in progress(starts, desc="predict", total=len(starts)):
         _predict_chunk(loaded, files[start:start + args.batch_size], k, writer, failed)
+    if len(files) == sum(1 for p, _ in failed if Path(p) in set(files)):  # nothing predicted: write nothing
+        raise no_images_error(args.paths, files, failed)
     if args.out:
         atomic_write_text(args.out, buf.getvalue())
     else:

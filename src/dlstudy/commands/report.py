@@ -1,4 +1,5 @@
-"""`dlstudy report DIR`: rebuild report.md and report.html of a run folder, a study folder or a reproduce folder."""
+"""`dlstudy report DIR`: rebuild report.md and report.html of a run folder (its figures redrawn from its files too),
+a study folder or a reproduce folder."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def render_folder(path: Path) -> tuple[Path, Path]:
     """Detect what `path` is and write its report; returns (report.md, report.html)."""
     from dlstudy.report import is_run_dir, write_run_report
-    from dlstudy.studies.study_report import is_study_dir, write_study_report
+    from dlstudy.studies.summary.study_report import is_study_dir, write_study_report
 
     if not path.exists():
         raise DlstudyError(f"{path}: no such folder")
@@ -28,9 +29,12 @@ def render_folder(path: Path) -> tuple[Path, Path]:
     if is_study_dir(path):
         return write_study_report(path)
     if is_run_dir(path):
+        from dlstudy.figures import draw_run_figures
+
+        draw_run_figures(path)  # redrawn from metrics.json / predictions.npz / history.csv, like finish_run does
         return write_run_report(path)
-    from dlstudy.studies.reproduce_report import write_reproduce_report
-    from dlstudy.studies.sections import is_reproduce_dir
+    from dlstudy.studies.summary.reproduce_report import write_reproduce_report
+    from dlstudy.studies.summary.sections import is_reproduce_dir
 
     if is_reproduce_dir(path):
         return write_reproduce_report(path)

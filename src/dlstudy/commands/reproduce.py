@@ -11,8 +11,8 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from dlstudy.studies.reproduce import BUDGETS
-    from dlstudy.studies.sections import SECTIONS, TIERS
+    from dlstudy.studies.running.reproduce import BUDGETS
+    from dlstudy.studies.summary.sections import SECTIONS, TIERS
 
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--tier", choices=TIERS, default=None,
@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from dlstudy.config import parse_overrides
     from dlstudy.errors import ConfigError
-    from dlstudy.studies.reproduce import run_reproduce
+    from dlstudy.studies.running.reproduce import run_reproduce
 
     if args.jobs < 1:
         raise ConfigError(f"--jobs: expected a positive number of processes, got {args.jobs}")

@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dlstudy.studies.results_page import write_results_page
+    from dlstudy.studies.summary.results_page import write_results_page
 
     # the page names the command that regenerates it: the folders and --out exactly as given
     command = shlex.join(["dlstudy", "results", *args.dirs, "--out", args.out])

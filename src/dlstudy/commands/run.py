@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dlstudy.errors import ConfigError
-    from dlstudy.studies.runner import run_study
+    from dlstudy.studies.running.runner import run_study
 
     if args.jobs < 1:
         raise ConfigError(f"--jobs: expected a positive number of processes, got {args.jobs}")

@@ -30,14 +30,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dlstudy.jobs import run_job
-    from dlstudy.runs import new_run_dir
+    from pathlib import Path
+
+    from dlstudy.jobs import NewRun, run_job
 
     cfg = resolve_config(args, "svm", SVM_FLAGS)
-    run_dir = new_run_dir(args.out, cfg)
-    metrics = run_job(cfg, run_dir)
+    where = NewRun(Path(args.out))  # the job's start names the folder
+    metrics = run_job(cfg, where)
     svm = metrics["svm"]
-    print(f"run folder: {run_dir.path}")
+    print(f"run folder: {where.run_dir.path}")
     print(f"test accuracy: {metrics['accuracy']:.4f}  (C={svm['C']:g}, {svm['multi_class']}, {svm['features']}, "
           f"{svm['kernel']})")
     return 0

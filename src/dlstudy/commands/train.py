@@ -57,26 +57,32 @@ def _resume_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from dlstudy.engine.distributed import broadcast_object, init_distributed
-    from dlstudy.jobs import run_job
-    from dlstudy.runs import RunDir, new_run_dir, resolve_device
+    from dlstudy.jobs import NewRun, run_job
+    from dlstudy.runs import RunDir
 
     if args.resume:
         run_path, cfg = _resume_config(args)
+        where: RunDir | NewRun = RunDir(run_path)
     else:
         cfg = resolve_config(args, "train", TRAIN_FLAGS)
-        run_path = None
-    info, _ = init_distributed(resolve_device(cfg.device))
-    if run_path is None:  # rank 0 picks the (possibly numbered) folder name; the other ranks use the same one
-        run_path = broadcast_object(str(new_run_dir(args.out, cfg).path) if info.is_main else None, info)
+        where = NewRun(Path(args.out))  # named by the job's start: rank 0 picks it once, under torchrun too
     try:
-        metrics = run_job(cfg, RunDir(Path(run_path)), resume=bool(args.resume))
+        metrics = run_job(cfg, where, resume=bool(args.resume))
     except KeyboardInterrupt:
-        if info.is_main and (Path(run_path) / "checkpoints" / "last.pt").is_file():
-            args.interrupt_hint = f"to continue from the last finished epoch: dlstudy train --resume {run_path}"
+        run_dir = where if isinstance(where, RunDir) else where.run_dir
+        if run_dir is not None and _is_main() and (run_dir.path / "checkpoints" / "last.pt").is_file():
+            args.interrupt_hint = f"to continue from the last finished epoch: dlstudy train --resume {run_dir.path}"
         raise
-    if info.is_main:
+    run_path = where.path if isinstance(where, RunDir) else where.run_dir.path
+    if _is_main():
         before = metrics["before"]["accuracy"] if metrics.get("before") else float("nan")
         print(f"{run_path}: test accuracy {before:.4f} before -> {metrics['accuracy']:.4f} after "
               f"({metrics['epochs']} epochs, {metrics['train_time_s']:.1f}s, {metrics['images_per_s'] or 0:.0f} img/s)")
     return 0
+
+
+def _is_main() -> bool:
+    """Rank 0 of a torchrun launch (or the only process): the one that prints."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"

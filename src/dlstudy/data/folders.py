@@ -17,21 +17,44 @@ SPLIT_NAMES = ("train", "val", "test")
 
 
 def _scan(tree: Tree) -> dict[str, dict[str, list[str]]]:
-    """{split: {class: [relative image names]}} of every `split/class/image` entry (other files are ignored)."""
+    """{split: {class: [relative image names]}} of every `split/class/image` entry; what else lies under a split
+    folder is named in a warning (`_warn_left_out`), never dropped in silence."""
     found: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    left_out: dict[tuple[str, str], list[str]] = defaultdict(list)  # (folder, why) -> file names
     for name in tree.names():
         parts = name.split("/")
-        if len(parts) == 3 and parts[0] in SPLIT_NAMES and is_image_name(parts[2]) and not parts[2].startswith("."):
+        if parts[0] not in SPLIT_NAMES or len(parts) < 2 or any(p.startswith(".") for p in parts):
+            continue  # outside the split folders, or hidden (.DS_Store, .git)
+        if len(parts) == 3 and is_image_name(parts[2]):
             found[parts[0]][parts[1]].append(name)
+        elif len(parts) == 3:
+            left_out[(f"{parts[0]}/{parts[1]}", "not image files (by extension)")].append(parts[2])
+        elif len(parts) == 2:
+            left_out[(parts[0], "files beside the class folders, not in one")].append(parts[1])
+        else:
+            left_out[("/".join(parts[:2]), "in sub-folders of a class folder (only split/class/image is read)")
+                     ].append("/".join(parts[2:]))
+    _warn_left_out(tree, left_out)
     return found
 
 
+def _warn_left_out(tree: Tree, left_out: dict[tuple[str, str], list[str]]) -> None:
+    for (folder, why), names in sorted(left_out.items()):
+        shown = ", ".join(names[:3]) + (f", ... ({len(names)} in all)" if len(names) > 3 else "")
+        log.warning("%s: %d file(s) left out, %s: %s", tree.describe(folder), len(names), why, shown)
+    for name, why in tree.skipped():
+        if name.split("/")[0] in SPLIT_NAMES:
+            log.warning("%s: left out: %s", tree.describe(name), why)
+
+
 def _warn_empty_class_folders(tree: Tree, found: dict[str, dict[str, list[str]]]) -> None:
-    """A `split/class/` folder without images is left out of the classes: say so, naming it."""
+    """A `split/class/` folder without images is left out of the classes: say so, naming it (folders not read at
+    all were named by `_warn_left_out` with their own reason)."""
+    not_read = {name for name, _ in tree.skipped()}
     for folder in tree.folders():
         parts = folder.split("/")
         if len(parts) == 2 and parts[0] in SPLIT_NAMES and not parts[1].startswith(".") \
-                and parts[1] not in found.get(parts[0], {}):
+                and parts[1] not in found.get(parts[0], {}) and folder not in not_read:
             log.warning("%s: class folder has no images (%s); left out of the classes", tree.describe(folder),
                         ", ".join(e for e in IMAGE_EXTENSIONS[:4]) + ", ...")
 

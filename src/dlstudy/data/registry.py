@@ -14,9 +14,10 @@ import torch.nn.functional as F
 
 from dlstudy.data import cifar, folders, mnist
 from dlstudy.data.cache import cache_dir, cached_decode
-from dlstudy.data.sources import find_prefix, is_archive, open_tree
+from dlstudy.data.sources import find_prefix, is_archive, is_image_name, open_tree
 from dlstudy.data.splits import NORMALIZATIONS, DatasetSplits, RawData, Split, make_splits, normalization_stats
-from dlstudy.errors import DataError
+from dlstudy.errors import ConfigError, DataError
+from dlstudy.io import format_bytes
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ class DatasetSpec:
     loader: Callable[[Path, int | None], RawData]  # decode the source at a path, resized to image_size if given
     download: str | None = None  # torchvision.datasets class able to download it
     builtin: Callable[[], Path] | None = None  # the file a shipped dataset comes from (no search)
+    num_images: int | None = None  # every split together, for the memory check before decoding; None: counted
 
 
 # ------------------------------------------------------------------------------------------------ loaders
@@ -104,26 +106,26 @@ DATASETS: dict[str, DatasetSpec] = {
     "digits": DatasetSpec(
         "digits", "scikit-learn's shipped 8x8 handwritten digits (1,797 real images); the embedded default",
         (), "shipped inside scikit-learn (sklearn/datasets/data/digits.csv.gz)", 10, (1, 8, 8), False,
-        probe=lambda p: p.is_file(), loader=_load_digits, builtin=_digits_file),
+        probe=lambda p: p.is_file(), loader=_load_digits, builtin=_digits_file, num_images=1_797),
     "mnist": DatasetSpec(
         "mnist", "MNIST handwritten digits, 60,000 train + 10,000 test, 28x28 gray",
         (".", "mnist", "MNIST/raw", "mnist/MNIST/raw"),
         "a folder with train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
         "t10k-labels-idx1-ubyte (each optionally .gz), flat or as torchvision's MNIST/raw/",
-        10, (1, 28, 28), True, probe=mnist.is_mnist_folder, loader=lambda p, s: mnist.load_mnist(p), download="MNIST"),
+        10, (1, 28, 28), True, probe=mnist.is_mnist_folder, loader=lambda p, s: mnist.load_mnist(p), download="MNIST", num_images=70_000),
     "cifar10": DatasetSpec(
         "cifar10", "CIFAR-10, 10 classes of 32x32 colour images (official python batches or an ImageFolder tree)",
         (".", "cifar-10-batches-py", "cifar10/cifar-10-batches-py", "cifar10", "cifar10-train-jpg.tar.gz",
          "cifar-10-python.tar.gz"),
         "cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta} (or the official cifar-10-python.tar.gz), "
         "or an ImageFolder tree train/<class>/*.jpg [+ test/<class>/*] as a folder or .tar.gz",
-        10, (3, 32, 32), True, probe=_is_cifar, loader=_load_cifar10, download="CIFAR10"),
+        10, (3, 32, 32), True, probe=_is_cifar, loader=_load_cifar10, download="CIFAR10", num_images=60_000),
     "tiny-imagenet": DatasetSpec(
         "tiny-imagenet", "Tiny ImageNet-200, 64x64 colour, 200 classes; the labelled val/ is the test split",
         (".", "tiny-imagenet-200", "tiny-imagenet-200.zip", "tiny-imagenet-200-subset.zip"),
         "tiny-imagenet-200/{wnids.txt, words.txt, train/<wnid>/images/*.JPEG, val/images/*.JPEG, "
         "val/val_annotations.txt}, as a folder or its .zip",
-        200, (3, 64, 64), True, probe=_is_tiny, loader=_load_tiny),
+        200, (3, 64, 64), True, probe=_is_tiny, loader=_load_tiny, num_images=110_000),
     "imagefolder": DatasetSpec(
         "imagefolder", "any ROOT/<split>/<class>/<image> tree (split: train, optional val and test); needs --data-root",
         (".",), "ROOT/train/<class>/<image> (+ optional ROOT/val/<class>/..., ROOT/test/<class>/...), "
@@ -240,16 +242,72 @@ def decode(spec: DatasetSpec, source: Path, image_size: int | None) -> RawData:
     return raw
 
 
-def decode_source(spec: DatasetSpec, cfg) -> tuple[Path, RawData, bool]:
-    """(where the files are, their decoded RawData, whether it came from the cache) of DataConfig `cfg`."""
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (MemAvailable of /proc/meminfo, else free pages), or None."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _image_count(spec: DatasetSpec, source: Path) -> int | None:
+    """Images of the source without decoding: the image files of a folder or zip tree, else the spec's count."""
+    if source.is_dir() or source.name.lower().endswith(".zip"):
+        count = sum(1 for name in open_tree(source).names() if is_image_name(name))
+        if count:
+            return count
+    return spec.num_images
+
+
+def memory_needed(n_images: int, channels: int, size: tuple[int, int], batch_size: int | None) -> tuple[int, int]:
+    """(bytes of the decoded dataset, of one training batch) at `size` (H, W): the uint8 images twice (the splits
+    are copies) plus resize_images' float32 buffer (2,048 images at a time); a batch as float32, three times (the
+    images, augmented, normalised)."""
+    pixels = channels * size[0] * size[1]
+    dataset = 2 * n_images * pixels + min(n_images, 2048) * pixels * 4
+    return dataset, (3 * batch_size * pixels * 4 if batch_size else 0)
+
+
+def check_memory(spec: DatasetSpec, source: Path, image_size: int | None, batch_size: int | None = None) -> None:
+    """ConfigError before decoding when the dataset at data.image_size (and a batch at train.batch_size) needs
+    more memory than the machine has available: naming the key, the estimate and the memory available."""
+    size = (image_size, image_size) if image_size else (spec.image_shape[1:] if spec.image_shape else None)
+    available = available_memory()
+    n_images = _image_count(spec, source) if size and available else None
+    if not n_images:
+        return
+    channels = spec.image_shape[0] if spec.image_shape else 3  # a tree's mode is known after decoding: RGB at most
+    dataset, batch = memory_needed(n_images, channels, size, batch_size)
+    if dataset + batch <= available:
+        return
+    key = f"data.image_size={image_size}" if image_size else f"the native size {size[0]}x{size[1]} of {spec.name}"
+    per_batch = f" and a batch of train.batch_size={batch_size} about {format_bytes(batch)} more" if batch else ""
+    raise ConfigError(f"{key}: {spec.name} needs about {format_bytes(dataset)} of memory at that size ({n_images} "
+                      f"images x {channels} x {size[0]} x {size[1]} bytes, decoded and split){per_batch}; this machine "
+                      f"has {format_bytes(available)} available. Lower data.image_size (or use a machine with more "
+                      f"memory)")
+
+
+def decode_source(spec: DatasetSpec, cfg, batch_size: int | None = None) -> tuple[Path, RawData, bool]:
+    """(where the files are, their decoded RawData, whether it came from the cache) of DataConfig `cfg`; the memory
+    the decoded data (and a batch of `batch_size`) will take is checked first (check_memory)."""
     source = find_dataset(cfg)
+    check_memory(spec, source, cfg.image_size, batch_size)
     raw, from_cache = cached_decode(spec.name, source, cfg.image_size, lambda: decode(spec, source, cfg.image_size),
                                     cfg.cache_dir, cfg.cache)
     return source, raw, from_cache
 
 
-def load_dataset(cfg) -> DatasetSplits:
-    """train/val/test of `cfg.name` (a DataConfig); DataError with the paths searched and the layout expected."""
+def load_dataset(cfg, batch_size: int | None = None) -> DatasetSplits:
+    """train/val/test of `cfg.name` (a DataConfig); DataError with the paths searched and the layout expected.
+    `batch_size` (train.batch_size) joins the memory check made before decoding."""
     from dlstudy.data.pipeline import AUGMENT_PRESETS
 
     spec = get_spec(cfg.name)
@@ -257,7 +315,7 @@ def load_dataset(cfg) -> DatasetSplits:
         raise DataError(f"data.augment: unknown preset {cfg.augment!r}; presets: {', '.join(AUGMENT_PRESETS)}")
     if cfg.normalize not in NORMALIZATIONS:
         raise DataError(f"data.normalize: expected one of {list(NORMALIZATIONS)}, got {cfg.normalize!r}")
-    source, raw, from_cache = decode_source(spec, cfg)
+    source, raw, from_cache = decode_source(spec, cfg, batch_size)
     if len(raw.pool) == 0:
         raise DataError(f"{source}: no train/<class>/<image> images to train on (only {_official_parts(raw)}); "
                         f"such a tree can be scored with `dlstudy evaluate RUN_DIR --data {spec.name} --data-root "

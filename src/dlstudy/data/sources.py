@@ -48,6 +48,10 @@ class Tree:
         """Folders the source records on their own (so empty ones too), each ending in '/'."""
         return [n for n in self._all_names() if n.endswith("/")]  # a zip's directory entries
 
+    def skipped(self) -> list[tuple[str, str]]:
+        """(relative name, why) of folders below the prefix that were not read (DirTree: loops, unreadable)."""
+        return []
+
     def folders(self) -> list[str]:
         """Every folder below the prefix, relative to it, without a trailing '/', sorted; empty folders included
         where the source records them (on disk, or as a zip/tar directory entry)."""
@@ -83,26 +87,59 @@ class Tree:
         return clone
 
 
+def walk_folder(location: Path, skipped: list[tuple[str, str]] | None = None):
+    """os.walk of `location` that follows symlinked folders, each real folder once: yields (relative base ('' or
+    ending in '/'), absolute dirpath, sorted sub-folder names, file names). A folder reached a second time (a
+    symlink loop, or a second link to the same folder) and a folder that cannot be listed are not walked; each is
+    appended to `skipped` as (relative name, why)."""
+    skipped = [] if skipped is None else skipped
+    seen = {os.path.realpath(location): ""}
+
+    def unreadable(exc: OSError) -> None:
+        rel = os.path.relpath(exc.filename, location).replace(os.sep, "/")
+        skipped.append((rel, f"folder cannot be read ({exc.strerror})"))
+
+    for dirpath, dirnames, filenames in os.walk(location, onerror=unreadable, followlinks=True):
+        rel = os.path.relpath(dirpath, location)
+        base = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+        kept = []
+        for d in sorted(dirnames):
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if real in seen:
+                first = seen[real] or "the tree's top folder"
+                skipped.append((base + d, f"the same folder as {first} (a symlink loop or a second link to it), "
+                                          "read once there"))
+            else:
+                seen[real] = base + d
+                kept.append(d)
+        dirnames[:] = kept
+        yield base, dirpath, kept, filenames
+
+
 class DirTree(Tree):
+    """A folder; symlinked files and folders are followed like their targets (each real folder read once)."""
+
     def __init__(self, location: Path):
         super().__init__(location)
         self._names: list[str] | None = None
 
     def _all_names(self) -> list[str]:
         if self._names is None:
-            names, dirs = [], []
-            for dirpath, dirnames, filenames in os.walk(self.location):
-                dirnames.sort()
-                rel = os.path.relpath(dirpath, self.location)
-                base = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+            names, dirs, skipped = [], [], []
+            for base, _, dirnames, filenames in walk_folder(self.location, skipped):
                 names.extend(base + f for f in filenames)
                 dirs.extend(base + d + "/" for d in dirnames)
-            self._names, self._dirs = names, dirs
+            self._names, self._dirs, self._skipped = names, dirs, skipped
         return self._names
 
     def _dir_names(self) -> list[str]:
         self._all_names()
         return self._dirs
+
+    def skipped(self) -> list[tuple[str, str]]:
+        self._all_names()
+        p = self.prefix
+        return [(n[len(p):], why) for n, why in self._skipped if n.startswith(p)]
 
     def _read_full(self, full: str) -> bytes:
         return (self.location / full).read_bytes()
@@ -193,9 +230,12 @@ def fingerprint(path: Path) -> str:
         st = path.stat()
         return f"file:{st.st_size}:{st.st_mtime_ns}"
     count = size = newest = 0
-    for dirpath, _, filenames in os.walk(path):
+    for _, dirpath, _, filenames in walk_folder(path):
         for f in filenames:
-            st = os.stat(os.path.join(dirpath, f))
+            try:
+                st = os.stat(os.path.join(dirpath, f))
+            except OSError:  # a broken symlink: reading it names the problem
+                continue
             count, size, newest = count + 1, size + st.st_size, max(newest, st.st_mtime_ns)
     return f"dir:{count}:{size}:{newest}"
 

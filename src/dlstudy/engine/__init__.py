@@ -1,12 +1,8 @@
-"""Training engine: the two loops, checkpoints and resume, DDP plumbing, and the train job."""
+"""Training engine: the two loops, the session (build + fit), checkpoints and resume, DDP plumbing.
+
+It computes and returns; the run folder is the job's (dlstudy.jobs.train writes it, report.finish_run closes it).
+"""
 
 from dlstudy.engine.loop import evaluate, predict, train_one_epoch
 
-__all__ = ["train_one_epoch", "evaluate", "predict", "run_train_job"]
-
-
-def run_train_job(cfg, run_dir, resume: bool = False) -> dict:
-    """See `dlstudy.engine.job.run_train_job` (imported lazily: it pulls in data, losses and optim)."""
-    from dlstudy.engine.job import run_train_job as _run
-
-    return _run(cfg, run_dir, resume=resume)
+__all__ = ["train_one_epoch", "evaluate", "predict"]

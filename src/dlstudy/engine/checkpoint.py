@@ -58,7 +58,8 @@ def rank_rng_state(ckpt: dict, rank: int, world_size: int) -> dict | None:
 
 def save_checkpoint(path: str | Path, *, model, optimizer=None, scheduler=None, scaler=None, objective=None,
                     epoch: int, config: dict, state: dict | None = None, rng_ranks: list[dict] | None = None) -> Path:
-    """Write the checkpoint atomically (a crash mid-save leaves the previous file intact).
+    """Write the checkpoint atomically (a crash mid-save leaves the previous file intact); a full disk raises
+    DiskFullError naming the file and the free space, and the previous (complete) checkpoint is what a resume reads.
 
     rng_ranks: every DDP rank's `rng_state()` in rank order (distributed.all_gather_object), so each rank resumes
     its own random streams; None for a single process.

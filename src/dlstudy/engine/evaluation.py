@@ -33,15 +33,16 @@ CLASSIFIERS = ("svm", "knn")
 
 def extract_embeddings(model: torch.nn.Module, split, mean, std, device: str | torch.device = "cpu",
                        batch_size: int = 512, **predict_kw) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, E) float32 CPU embeddings (features when the model has no embedding head) and (N,) labels of a split.
+    """(N, E) float32 CPU embeddings (forward_head(pre_logits=True): the features when the model has no embedding
+    head) and (N,) labels of a split.
 
-    The engine's `predict` with the eval transform; `predict_kw` passes its `info` (DDP) and `amp_dtype`.
+    The engine's `predict` (dlstudy.models.forward's batched pass, sharded under DDP) with the eval transform;
+    `predict_kw` passes its `info` (DDP) and `amp_dtype`.
     """
     from dlstudy.engine.loop import predict
 
-    output = "embedding" if getattr(model, "embedding", None) is not None else "features"
-    emb, labels, _ = predict(model, split, mean=mean, std=std, device=device, batch_size=batch_size, output=output,
-                             **predict_kw)
+    emb, labels, _ = predict(model, split, mean=mean, std=std, device=device, batch_size=batch_size,
+                             output="embedding", **predict_kw)
     return emb.float().cpu(), labels.long().cpu()
 
 

@@ -8,7 +8,6 @@ metrics.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from typing import Iterable
@@ -19,6 +18,7 @@ from torch import nn
 
 from dlstudy.engine.distributed import DistInfo, all_reduce_sum, gather_rows, shard_range
 from dlstudy.errors import TrainingDiverged
+from dlstudy.models.forward import autocast, iter_forward  # autocast: where amp_dtype_for allowed it
 from dlstudy.progress import progress
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -48,25 +48,69 @@ def amp_dtype_for(amp: str, device: str | torch.device) -> tuple[torch.dtype | N
                   "train.amp=bf16 needs a CPU with AMX or AVX512-BF16")
 
 
-def autocast(device: str | torch.device, amp_dtype: torch.dtype | None):
-    """Mixed precision where `amp_dtype_for` allowed it (the caller resolved the dtype for this device)."""
-    if amp_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=amp_dtype)
+def _short(x: float) -> str:
+    """A number as a user would type it: 1e8, 0.001, 1e-5 (not 100000000.0 or 1e+08)."""
+    text = f"{x:g}"
+    mantissa, e, exponent = text.partition("e")
+    return f"{mantissa}e{int(exponent)}" if e else text
 
 
-def _check_finite(pending: list[torch.Tensor], first_step: int, epoch: int, info: DistInfo, device) -> list[float]:
+def run_lr(optimizer) -> float | None:
+    """optim.lr of the run: a group's lr before schedules (`initial_lr`, set by them) over its lr_mult."""
+    for group in optimizer.param_groups:
+        mult = group.get("lr_mult", 1.0)
+        if mult:
+            return group.get("initial_lr", group["lr"]) / mult
+    return None
+
+
+def diverged(epoch: int, step: int, what: str, value, lr: float | None = None,
+             grad_clip: float | None = None) -> TrainingDiverged:
+    """The one divergence error: where it was first seen, what became non-finite, and the two remedies."""
+    lower = f"lower optim.lr (now {_short(lr)})" if lr is not None else "lower optim.lr"
+    clip = f"lower train.grad_clip (now {_short(grad_clip)})" if grad_clip else "set train.grad_clip"
+    return TrainingDiverged(f"training diverged at epoch {epoch} step {step} ({what} {value}); {lower} or {clip}")
+
+
+def _check_finite(pending: list[torch.Tensor], first_step: int, epoch: int, info: DistInfo, device,
+                  remedy: dict) -> list[float]:
     """Move the pending per-step losses to the host; raise TrainingDiverged at the first NaN/inf one.
 
     Under DDP the sum is reduced over ranks first, so every rank stops together instead of hanging.
+    remedy: {"lr", "grad_clip"} for the message.
     """
     values = torch.stack(pending).float().cpu().tolist()  # one host sync for len(pending) steps
     total = all_reduce_sum([math.fsum(values)], info, device)[0] if info.enabled else math.fsum(values)
     if not math.isfinite(total):
         bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), 0)
         value = values[bad] if not math.isfinite(values[bad]) else "non-finite on another rank"
-        raise TrainingDiverged(f"training loss became {value} at epoch {epoch}, step {first_step + bad}")
+        raise diverged(epoch, first_step + bad, "loss", value, **remedy)
     return values
+
+
+def _check_weights(model: nn.Module, epoch: int, step: int, remedy: dict) -> None:
+    """TrainingDiverged when a weight or a running statistic is NaN/inf after the epoch's last step: its loss was
+    still finite, but the evaluation that follows would score NaN. One host sync; every DDP rank holds the same
+    weights, so all raise together."""
+    tensors = [t for t in model.state_dict().values() if t.is_floating_point() and t.numel()]
+    if not tensors or bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
+        return
+    first = next(t for t in tensors if not bool(torch.isfinite(t).all()))
+    raise diverged(epoch, step, "weights", float(first[~torch.isfinite(first)].flatten()[0]), **remedy)
+
+
+def _check_scores(logits: torch.Tensor, diverged_at: dict | None) -> None:
+    """TrainingDiverged when (N, K) logits hold NaN/inf: the weights were finite after the last step, but large
+    enough to overflow the forward pass."""
+    finite = torch.isfinite(logits)
+    if bool(finite.all()):
+        return
+    value = float(logits[~finite].flatten()[0])
+    if diverged_at:
+        raise diverged(**{"what": "scores", **diverged_at}, value=value)
+    rows = int((~finite).any(1).sum())
+    raise TrainingDiverged(f"training diverged: the model's scores are {value} on {rows} of {len(logits)} images "
+                           f"(the training loss was still finite); lower optim.lr or set train.grad_clip")
 
 
 def _count_correct(logits: list[torch.Tensor], labels: list[torch.Tensor]) -> int:
@@ -100,9 +144,10 @@ def train_one_epoch(model: nn.Module, objective: nn.Module, optimizer: torch.opt
     """One pass of `batches` (images (B, C, H, W) float, labels (B,)); returns loss, accuracy and per-step logs.
 
     Returns {"loss", "acc", "n", "time_s", "images_per_s", "step_losses": [...], "step_times": [s since start]}.
-    The loss is checked every `check_every` steps (each check is a host sync, so not every step); a NaN/inf
-    loss raises TrainingDiverged naming the epoch and step (1-based).
+    The loss is checked every `check_every` steps (each check is a host sync, so not every step), the weights once
+    at the end; a NaN/inf one raises TrainingDiverged naming the epoch and step (1-based).
     """
+    remedy = {"lr": run_lr(optimizer), "grad_clip": grad_clip}
     model.train()
     objective.train()
     start = time.perf_counter()
@@ -130,7 +175,7 @@ def train_one_epoch(model: nn.Module, objective: nn.Module, optimizer: torch.opt
         n_seen += labels.shape[0]
         step_times.append(time.perf_counter() - start)
         if len(pending) >= check_every:
-            step_losses += _check_finite(pending, step - len(pending) + 1, epoch, info, device)
+            step_losses += _check_finite(pending, step - len(pending) + 1, epoch, info, device, remedy)
             correct_total += _count_correct(pending_logits, pending_labels)
             pending, pending_logits, pending_labels = [], [], []
             if show:
@@ -138,8 +183,9 @@ def train_one_epoch(model: nn.Module, objective: nn.Module, optimizer: torch.opt
         if max_steps is not None and step >= max_steps:
             break
     if pending:
-        step_losses += _check_finite(pending, len(step_losses) + 1, epoch, info, device)
+        step_losses += _check_finite(pending, len(step_losses) + 1, epoch, info, device, remedy)
         correct_total += _count_correct(pending_logits, pending_labels)
+    _check_weights(model, epoch, len(step_losses), remedy)
     loss_sum = math.fsum(v * b for v, b in zip(step_losses, batch_sizes))  # mean loss weighted by batch size
     loss_total, correct_total, n_total = all_reduce_sum([loss_sum, float(correct_total), n_seen], info,
                                                         device)
@@ -155,32 +201,26 @@ def predict(model: nn.Module, split, *, mean, std, device, batch_size: int = 512
             output: str = "logits") -> tuple[torch.Tensor, torch.Tensor, float]:
     """(outputs (N, D) float32 on CPU in split order, labels (N,), mean loss) of `model` over the whole `split`.
 
+    The batched forward pass of dlstudy.models.forward with a loss: the objective's, cross-entropy without one.
     `output` picks which model output is collected: logits, features or embedding. Under DDP each rank scores a
     contiguous chunk and the chunks are gathered in rank order (= split order).
     """
-    from dlstudy.data import batches
-
     if len(split.labels) < info.world_size:
         raise ValueError(f"cannot evaluate a split of {len(split.labels)} image(s) on {info.world_size} process(es): "
                          f"every process needs at least one (check data.val_fraction / data.max_eval)")
     start, stop = shard_range(len(split.labels), info)
-    shard = split.rows(start, stop)
-    was_training = model.training
-    model.eval()
     if objective is not None:
         objective.eval()
+        loss_fn = lambda out, y: objective(out, y)["loss"]  # noqa: E731
+    else:
+        loss_fn = lambda out, y: nn.functional.cross_entropy(out["logits"], y)  # noqa: E731
     outs, labels_all, loss_sum = [], [], 0.0
-    for images, labels in batches(shard, batch_size, shuffle=False, mean=mean, std=std, device=device):
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with autocast(device, amp_dtype):
-            out = model(images)
-            loss = objective(out, labels)["loss"] if objective is not None else \
-                nn.functional.cross_entropy(out["logits"], labels)
+    for out, labels, loss in iter_forward(model, split.rows(start, stop), output=output, mean=mean, std=std,
+                                          batch_size=batch_size, device=device, amp_dtype=amp_dtype,
+                                          channels_last=channels_last, loss_fn=loss_fn):
         loss_sum += float(loss) * labels.shape[0]
-        outs.append(out[output].float())
+        outs.append(out)
         labels_all.append(labels)
-    model.train(was_training)
     scores = gather_rows(torch.cat(outs), info).cpu()  # (N, D) in split order
     y_true = gather_rows(torch.cat(labels_all), info).cpu()
     loss_total = all_reduce_sum([loss_sum], info, device)[0]
@@ -189,16 +229,18 @@ def predict(model: nn.Module, split, *, mean, std, device, batch_size: int = 512
 
 def evaluate(model: nn.Module, split, *, mean, std, device, class_names: list[str], batch_size: int = 512,
              objective: nn.Module | None = None, info: DistInfo = DistInfo(), amp_dtype=None,
-             channels_last: bool = False) -> tuple[dict, np.ndarray, np.ndarray]:
+             channels_last: bool = False, diverged_at: dict | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
     """Metrics of the classification head on `split`: (metrics with METRIC_KEYS + "loss", y_score (N, K), y_true).
 
     y_score holds softmax probabilities (what the ROC curves use); the loss is the objective's (cross-entropy
-    without one), averaged over images.
+    without one), averaged over images. NaN/inf logits raise TrainingDiverged; `diverged_at` ({"epoch", "step",
+    "what", "lr", "grad_clip"}, e.g. what="val scores") says in its message where training stood.
     """
     from dlstudy.metrics import Evaluator
 
     logits, y_true, loss = predict(model, split, mean=mean, std=std, device=device, batch_size=batch_size,
                                    objective=objective, info=info, amp_dtype=amp_dtype, channels_last=channels_last)
+    _check_scores(logits, diverged_at)
     y_score = torch.softmax(logits, dim=1)
     evaluator = Evaluator(len(class_names), class_names)
     evaluator.update(y_score, y_true)

@@ -1,7 +1,7 @@
 """Label-vs-label metrics: confusion matrix and everything derived from it (accuracy, P/R/F, report), top-k.
 
-All scores are computed from the (K, K) confusion matrix, built by `bincount` over the N label pairs (in
-cache-sized chunks, see `_chunked_counts`), so every metric is O(N) once plus O(K^2). Values equal scikit-learn's
+All scores are computed from the (K, K) confusion matrix, counted by `dlstudy.metrics.counts.confusion_counts`
+(one cache-sized pass over the N label pairs), so every metric is O(N) once plus O(K^2). Values equal scikit-learn's
 (same formulas, same float64 divisions) including `zero_division`. Labels are 0..K-1 (K from `num_classes` or max
 label + 1), or anything via `classes=[...]`.
 """
@@ -14,62 +14,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from dlstudy.metrics._validate import (UndefinedMetricWarning, check_labels, check_scores, encode_classes,
-                                       label_array, label_pair, on_cuda, resolve_num_classes)
+                                       label_pair, resolve_num_classes)
+from dlstudy.metrics.counts import class_counts, confusion_counts
 
 AVERAGES = (None, "micro", "macro", "weighted")
-
-
-def _cuda_confusion_matrix(y_true, y_pred, num_classes: int | None) -> np.ndarray:
-    """Torch path for labels already on a GPU: one bincount on the device, only K*K counts come back."""
-    import torch
-
-    if y_true.ndim != 1 or y_true.shape != y_pred.shape or y_true.numel() == 0:
-        raise ValueError(f"y_true and y_pred must be non-empty (N,) of equal length, got {tuple(y_true.shape)} "
-                         f"and {tuple(y_pred.shape)}")
-    y_true, y_pred = y_true.long(), y_pred.long()
-    lo = int(torch.minimum(y_true.min(), y_pred.min()))
-    hi = int(torch.maximum(y_true.max(), y_pred.max()))
-    k = num_classes if num_classes is not None else hi + 1
-    if lo < 0 or hi >= k:
-        raise ValueError(f"labels must lie in 0..{k - 1}, found {lo if lo < 0 else hi}")
-    counts = torch.bincount(y_true * k + y_pred, minlength=k * k)
-    return counts.reshape(k, k).cpu().numpy().astype(np.int64)
-
-
-_PAIR_CHUNK = 1 << 16  # label pairs per bincount: the chunk and its int64 bins stay in cache
-
-
-def _chunked_counts(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int | None) -> np.ndarray | None:
-    """(K, K) int64 counts of (true, predicted) pairs in one pass over the labels, or None for the general path.
-
-    Each chunk of 2^16 pairs is range-checked while it is in cache (viewed as unsigned, a negative label is the
-    largest value, so one `max` checks both ends), combined into bins t*K + p in a reused int64 buffer (the dtype
-    `bincount` reads without a copy; int32 labels are widened in cache) and counted. Without num_classes, K grows
-    with the largest label seen (the counts so far move into the larger table). The labels are read from memory
-    once and no (N,) temporary is paged in. None when a label is out of range (the general path raises the
-    precise error) or K*K outgrows a chunk (one bincount over all N bins is then cheaper).
-    """
-    n, k = y_true.shape[0], num_classes or 1
-    if k * k > _PAIR_CHUNK:
-        return None
-    cm = np.zeros((k, k), dtype=np.int64)
-    bins = np.empty(min(n, _PAIR_CHUNK), dtype=np.int64)
-    views = [y.view(f"u{y.dtype.itemsize}") for y in (y_true, y_pred)]
-    # a negative label viewed as unsigned is >= 2^(bits-1): past the K*K bound below, except int8's 128..255
-    int8 = np.int8 in (y_true.dtype, y_pred.dtype)
-    for lo in range(0, n, _PAIR_CHUNK):
-        hi = max(int(v[lo:lo + _PAIR_CHUNK].max()) for v in views)
-        if hi >= k:
-            if num_classes is not None or (hi + 1) ** 2 > _PAIR_CHUNK or (int8 and hi >= 128):
-                return None
-            grown = np.zeros((hi + 1, hi + 1), dtype=np.int64)
-            grown[:k, :k] = cm
-            cm, k = grown, hi + 1
-        b = bins[:min(_PAIR_CHUNK, n - lo)]
-        np.multiply(y_true[lo:lo + _PAIR_CHUNK], k, out=b, dtype=np.int64)
-        np.add(b, y_pred[lo:lo + _PAIR_CHUNK], out=b, dtype=np.int64)
-        cm += np.bincount(b, minlength=k * k).reshape(k, k)
-    return cm
 
 
 def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int | None = None, *, classes: Sequence | None = None,
@@ -83,16 +31,9 @@ def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int | None = None, *
     """
     if normalize not in (None, "true", "pred", "all"):
         raise ValueError(f"normalize must be None, 'true', 'pred' or 'all', got {normalize!r}")
-    cm = None
-    if classes is None and on_cuda(y_true) and on_cuda(y_pred):
-        cm = _cuda_confusion_matrix(y_true, y_pred, resolve_num_classes(num_classes, None))
-    elif classes is None:  # the common case, 0..K-1 integer labels: one pass
-        t, p = label_array(y_true, "y_true"), label_array(y_pred, "y_pred")
-        if t.shape == p.shape:
-            cm = _chunked_counts(t, p, resolve_num_classes(num_classes, None))
-    if cm is None:  # label names, large K, or bad input (label_pair says what is wrong)
-        y_true, y_pred, k = label_pair(y_true, y_pred, num_classes, classes)
-        cm = np.bincount(np.multiply(y_true, k, dtype=np.int64) + y_pred, minlength=k * k).reshape(k, k)
+    if classes is not None:  # label names -> 0..K-1
+        y_true, y_pred, num_classes = label_pair(y_true, y_pred, num_classes, classes)
+    cm = confusion_counts(y_true, y_pred, num_classes)
     if normalize is None:
         return cm
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -158,8 +99,7 @@ def prf_from_confusion(cm: np.ndarray, beta: float = 1.0, average: str | None = 
     if not (beta >= 0):
         raise ValueError(f"beta must be >= 0, got {beta!r}")
     _zero_division_value(zero_division)  # validates before any work
-    tp = np.diag(cm).astype(np.int64)
-    pred, true = cm.sum(axis=0), cm.sum(axis=1)  # (K,) predicted / true counts per class
+    tp, true, pred = class_counts(cm)  # (K,) correct / true / predicted counts per class
     if average == "micro":
         tp, pred, true = tp.sum(keepdims=True), pred.sum(keepdims=True), true.sum(keepdims=True)
     precision = _divide(tp, pred, zero_division, "Precision")
@@ -195,19 +135,18 @@ def precision_recall_fscore(y_true: Any, y_pred: Any, *, beta: float = 1.0, aver
 def per_class_accuracy(y_true: Any, y_pred: Any, num_classes: int | None = None, *, classes: Sequence | None = None,
                        zero_division=float("nan")) -> np.ndarray:
     """(K,) class-wise accuracy = recall of each class; classes absent from y_true get `zero_division` (NaN)."""
-    cm = confusion_matrix(y_true, y_pred, num_classes, classes=classes)
-    return _divide(np.diag(cm), cm.sum(axis=1), zero_division, "Per-class accuracy")
+    tp, n_true, _ = class_counts(confusion_matrix(y_true, y_pred, num_classes, classes=classes))
+    return _divide(tp, n_true, zero_division, "Per-class accuracy")
 
 
 def balanced_accuracy_score(y_true: Any, y_pred: Any, num_classes: int | None = None, *,
                             classes: Sequence | None = None) -> float:
     """Mean recall over the classes present in y_true (classes only predicted are left out, with a warning)."""
-    cm = confusion_matrix(y_true, y_pred, num_classes, classes=classes)
-    true, pred = cm.sum(axis=1), cm.sum(axis=0)
+    tp, true, pred = class_counts(confusion_matrix(y_true, y_pred, num_classes, classes=classes))
     present = true > 0
     if np.any(~present & (pred > 0)):
         warnings.warn("y_pred contains classes not in y_true", UndefinedMetricWarning, stacklevel=2)
-    return float(np.mean(np.diag(cm)[present] / true[present]))
+    return float(np.mean(tp[present] / true[present]))
 
 
 def top_k_accuracy_score(y_true: Any, y_score: Any, k: int = 5, *, num_classes: int | None = None,

@@ -14,6 +14,7 @@ import numpy as np
 
 from dlstudy.metrics._validate import check_labels, check_scores, is_tensor, to_numpy
 from dlstudy.metrics.classification import prf_from_confusion, top_k_accuracy_score
+from dlstudy.metrics.counts import confusion_counts
 from dlstudy.metrics.ranking import micro_auc, ovr_auc_per_class, _warn_undefined
 
 SCORE_KINDS = ("probabilities", "margins", "logits")  # what compute_metrics takes
@@ -75,7 +76,10 @@ class Evaluator:
             raise ValueError(f"y_true must hold integer labels in 0..{self.num_classes - 1}, got dtype {y.dtype} "
                              f"with range {y.min()}..{y.max()}")
         if not (np.isfinite(s.min()) and np.isfinite(s.max())):
-            raise ValueError("y_score contains NaN or inf (did training diverge?)")
+            from dlstudy.errors import ScoresNotFinite  # a TrainingDiverged: a run failed, not bad input
+
+            raise ScoresNotFinite("y_score contains NaN or inf: the model's weights diverged (lower optim.lr or set "
+                                  "train.grad_clip)")
         if self._kind is None:
             self._kind = "probabilities" if _looks_like_probs(s) else "logits"
         elif self._kind == "probabilities" and not _looks_like_probs(s):
@@ -137,7 +141,7 @@ def compute_metrics(y_true: np.ndarray, y_score: np.ndarray, class_names: Sequen
     n, k = y_score.shape
     names = list(class_names) if class_names is not None else [str(c) for c in range(k)]
     y_pred = y_score.argmax(axis=1)
-    cm = np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k)  # rows = true class
+    cm = confusion_counts(y_true, y_pred, k)  # (K, K), rows = true class
     prec, rec, f1, support = prf_from_confusion(cm, average=None, zero_division=0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         per_class_acc = np.diag(cm) / cm.sum(axis=1)  # NaN for classes absent from y_true

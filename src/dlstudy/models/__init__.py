@@ -1,14 +1,18 @@
-"""Backbone registry, the `Classifier` interface, and weights resolution (`none | imagenet | PATH | RUN_DIR`)."""
+"""Backbone registry, the `Classifier` interface (timm's forward_features / forward_head), weights resolution
+(`none | imagenet | PATH | RUN_DIR`), the one batched forward pass (`forward_batches`) and the BatchNorm guard."""
 
 from __future__ import annotations
 
 import logging
 
 from dlstudy.models.backbones import MODELS, ModelSpec, get_spec
+from dlstudy.models.batchnorm import check_batchnorm_batch_size, freeze_batchnorm
 from dlstudy.models.classifier import Classifier
+from dlstudy.models.forward import OUTPUTS, forward_batches
 from dlstudy.models.weights import WeightsReport, load_weights
 
-__all__ = ["MODELS", "ModelSpec", "Classifier", "build_model", "load_weights", "WeightsReport", "use_small_stem"]
+__all__ = ["MODELS", "ModelSpec", "Classifier", "build_model", "load_weights", "WeightsReport", "use_small_stem",
+           "OUTPUTS", "forward_batches", "check_batchnorm_batch_size", "freeze_batchnorm"]
 
 log = logging.getLogger(__name__)
 

@@ -7,6 +7,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from dlstudy.models.batchnorm import freeze_batchnorm
+
 
 class Classifier(nn.Module):
     """backbone -> (B, F) features -> dropout -> head (B, K); optional embedding head (B, E), L2-normalised.
@@ -35,12 +37,21 @@ class Classifier(nn.Module):
         """(B, C, H, W) -> (B, F) pooled features."""
         return self.backbone(x)
 
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """(B, F) pooled features -> (B, K) logits; pre_logits=True: the representation before the classifier
+        that metric losses train, the (B, E) L2-normalised embedding, or the features themselves without an
+        embedding head (timm's `forward_head(x, pre_logits=True)`)."""
+        if not pre_logits:
+            return self.head(self.dropout(features))
+        if self.embedding is None:
+            return features
+        return nn.functional.normalize(self.embedding(features), dim=1)  # (B, E) on the unit sphere
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        """{"logits": (B, K), "features": (B, F), "embedding": (B, E) or None without an embedding head}."""
         features = self.forward_features(x)  # (B, F)
-        logits = self.head(self.dropout(features))  # (B, K)
-        embedding = None
-        if self.embedding is not None:
-            embedding = nn.functional.normalize(self.embedding(features), dim=1)  # (B, E) on the unit sphere
+        logits = self.forward_head(features)  # (B, K)
+        embedding = self.forward_head(features, pre_logits=True) if self.embedding is not None else None
         return {"logits": logits, "features": features, "embedding": embedding}
 
     def reset_classifier(self, num_classes: int) -> None:
@@ -69,7 +80,5 @@ class Classifier(nn.Module):
         if self._backbone_frozen:
             self.backbone.eval()  # a frozen backbone must not update BatchNorm running statistics
         if self.frozen_bn:  # BN statistics fixed (batch size 1 allowed)
-            for module in self.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
+            freeze_batchnorm(self)
         return self

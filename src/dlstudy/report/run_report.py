@@ -11,11 +11,11 @@ import yaml
 from dlstudy.errors import DlstudyError
 from dlstudy.report.blocks import Block, Code, Figure, Heading, Paragraph, Table
 from dlstudy.report.render import render_html, render_markdown
+from dlstudy.metrics.table import METRICS, headline_keys, interval_keys, is_metadata
 from dlstudy.runs import DONE_MARKER, METRIC_KEYS
 from dlstudy.io import atomic_write_text, read_csv
 
-SCALAR_KEYS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc_macro", "roc_auc_micro",
-               "num_classes", "n_samples")
+SCALAR_KEYS = headline_keys()  # the 'Test metrics' rows: a view of dlstudy.metrics.table.METRICS
 MAX_TABLE_ROWS = 60  # longer CSVs are shown head + tail; the file itself is complete
 ENV_KEYS = ("command", "git_commit", "seed", "device", "gpu", "cpu", "cpu_count", "torch_threads", "python",
             "torch", "torchvision", "numpy", "cuda", "platform", "start_time", "end_time")
@@ -56,7 +56,7 @@ def _metrics_table(metrics: dict) -> Table:
         for key in SCALAR_KEYS:
             b, a = before.get(key), after.get(key)
             delta = a - b if isinstance(a, (int, float)) and isinstance(b, (int, float)) else None
-            rows.append([key, b, a, delta if key not in ("num_classes", "n_samples") else None])
+            rows.append([key, b, a, delta if not is_metadata(key) else None])
         return Table(["metric", "before", "after", "change"], rows, "Test metrics before and after training")
     return Table(["metric", "value"], [[k, metrics.get(k)] for k in SCALAR_KEYS if k in metrics], "Test metrics")
 
@@ -142,28 +142,29 @@ def _float(text: Any) -> float | None:
 
 
 RUN_REPORT_RESAMPLES = 2000  # bootstrap resamples of a run report's intervals (a study's `stats:` sets its own)
-INTERVAL_KEYS = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc_macro",
-                 "roc_auc_micro")
+INTERVAL_KEYS = interval_keys()  # accuracy (Wilson and Clopper-Pearson rows), then the bootstrapped ones
 
 
 def interval_table(run_dir: Path, confidence: float = 0.95) -> Table | None:
     """95% intervals of the headline test metrics from predictions.npz: Wilson and Clopper-Pearson for accuracy,
     a percentile bootstrap over the test images for the others. None for runs without saved predictions."""
     from dlstudy.predictions import read_predictions
-    from dlstudy.stats import bootstrap_ci, proportion_ci
+    from dlstudy.stats import metric_interval
 
     path = run_dir / "predictions.npz"
     if not path.is_file():
         return None
     preds = read_predictions(path)
     n, k = len(preds.y_true), len(preds.class_names)
-    hits = int(preds.correct.sum())
-    rows = [["accuracy", hits / n, *proportion_ci(hits, n, confidence, "wilson"), "Wilson"],
-            ["accuracy", hits / n, *proportion_ci(hits, n, confidence, "clopper-pearson"), "Clopper-Pearson"]]
-    for key in INTERVAL_KEYS[1:]:
-        estimate, low, high = bootstrap_ci(preds.y_true, preds.scores, key, RUN_REPORT_RESAMPLES, confidence,
-                                           num_classes=k)
-        rows.append([key, estimate, low, high, f"bootstrap ({RUN_REPORT_RESAMPLES} resamples)"])
+    rows = []
+    for key in INTERVAL_KEYS:
+        # a proportion (accuracy) gets both of its intervals, a bootstrapped metric its percentile interval
+        methods = ("wilson", "clopper-pearson") if METRICS[key].interval == "proportion" else ("percentile",)
+        for method in methods:
+            ci = metric_interval(preds.y_true, preds.scores, key, confidence, resamples=RUN_REPORT_RESAMPLES,
+                                 num_classes=k, method=method)
+            name = f"{ci.method} ({RUN_REPORT_RESAMPLES} resamples)" if method == "percentile" else ci.method
+            rows.append([key, ci.estimate, ci.low, ci.high, name])
     return Table(["metric", "value", "low", "high", "interval"], rows,
                  f"Test metrics with {confidence:.0%} intervals over the {n} test images ({preds.score_kind} "
                  f"ranked by ROC AUC)")
@@ -238,8 +239,12 @@ def write_run_report(run_dir: str | Path) -> tuple[Path, Path]:
 
 
 def finish_run(run_dir) -> None:
-    """Close a run whose results are all written: end time in env.json, report.md / report.html, then DONE last
-    (a run whose report crashed is not marked finished, so the next `dlstudy run` redoes it)."""
+    """Close a run whose results are all written: end time in env.json, the figures (drawn from the folder's
+    files), report.md / report.html, then DONE last (a run whose report crashed is not marked finished, so the
+    next `dlstudy run` redoes it)."""
+    from dlstudy.figures import draw_run_figures
+
     run_dir.stamp_end()
+    draw_run_figures(run_dir.path)
     write_run_report(run_dir.path)
     run_dir.mark_done()

@@ -13,16 +13,20 @@ Paired arms share the resample: a cell is (true, pred_a, pred_b), so both arms s
 Two exact samplers of the same multinomial: `Generator.multinomial` over the cells (~70 ns a cell) when C is small,
 else N uniform row draws binned by cell (~7 ns a row). Which one runs depends only on (N, C), so a seed gives the
 same resamples on any machine.
+
+Cells are counted by `dlstudy.metrics.counts.bin_counts`, the counting core `confusion_matrix` and the Evaluator
+use; the metrics of class counts are `dlstudy.metrics.counts`' and the table `dlstudy.metrics.table` names them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
-GRAINS = ("correct", "true_correct", "confusion")
+from dlstudy.metrics.counts import bin_counts
+
+_DENSE_CODES = 1 << 16  # codes counted in a dense table up to this many or 4 N (measured): beyond, sorted
 _ROW_DRAW_PER_CELL = 10  # measured: ~70 ns a cell (multinomial) vs ~7 ns a row draw: pick the cheaper
 
 
@@ -56,6 +60,18 @@ class CellTable:
     sums: tuple  # per arm, (_Groups for tp, n_true, n_pred)
 
 
+def _occupied_cells(code: np.ndarray, size: int):
+    """(occupied codes (C,) ascending, cell of each row (N,), rows per cell (C,)): `np.unique`'s answer, counted by
+    the metrics' `bin_counts` when the code space is small (one O(N) pass, no sort), else by sorting."""
+    if size > max(_DENSE_CODES, 4 * code.shape[0]):
+        return np.unique(code, return_inverse=True, return_counts=True)
+    full = bin_counts(code, size)  # (size,) rows per code
+    uniq = np.flatnonzero(full)
+    cell = np.empty(size, dtype=np.int64)
+    cell[uniq] = np.arange(uniq.shape[0])
+    return uniq, cell[code], full[uniq]
+
+
 def cell_table(y_true: np.ndarray, preds: list, num_classes: int, grain: str) -> CellTable:
     """Cells of `grain` for one arm (preds = [y_pred]) or paired arms ([y_pred_a, y_pred_b]); labels 0..K-1."""
     k = 1 if grain == "correct" else num_classes
@@ -67,7 +83,7 @@ def cell_table(y_true: np.ndarray, preds: list, num_classes: int, grain: str) ->
     code = t.astype(np.int64)
     for p in projected:
         code = code * radix + (p + 1)
-    uniq, cell_of_row, counts = np.unique(code, return_inverse=True, return_counts=True)
+    uniq, cell_of_row, counts = _occupied_cells(code, radix ** (len(preds) + 1))
     cell_preds = []
     for _ in projected:  # decode the digits, last arm first
         uniq, digit = np.divmod(uniq, radix)
@@ -129,32 +145,3 @@ def jackknife_class_counts(table: CellTable, arm: int, cells: slice):
     named = p >= 0
     n_pred[rows[named], p[named]] -= 1
     return tp, n_true, n_pred
-
-
-# ------------------------------------------------------------------ metrics of class counts, (B, K) -> (B,)
-# zero_division = 0 like dlstudy.metrics' defaults: a class never predicted has precision 0, never true recall 0;
-# tp is 0 wherever the denominator is, so tp / max(den, 1) needs no mask.
-
-
-def accuracy(tp, n_true, n_pred):
-    return tp.sum(axis=1) / n_true.sum(axis=1)
-
-
-def balanced_accuracy(tp, n_true, n_pred):
-    # mean recall over the classes present in y_true
-    return (tp / np.maximum(n_true, 1)).sum(axis=1) / np.count_nonzero(n_true, axis=1)
-
-
-def precision_macro(tp, n_true, n_pred):
-    return (tp / np.maximum(n_pred, 1)).mean(axis=1)
-
-
-def recall_macro(tp, n_true, n_pred):
-    return (tp / np.maximum(n_true, 1)).mean(axis=1)
-
-
-def f1_macro(tp, n_true, n_pred):
-    return (2 * tp / np.maximum(n_true + n_pred, 1)).mean(axis=1)
-
-
-CountMetric = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]

@@ -16,6 +16,8 @@ import numpy as np
 from scipy.special import ndtr, ndtri
 
 from dlstudy.metrics._validate import check_labels, check_scores
+from dlstudy.metrics.counts import CountMetric
+from dlstudy.metrics.table import bootstrap_metrics
 from dlstudy.stats import _counts, _ranks
 from dlstudy.stats._checks import check_choice, check_confidence, check_count, check_seed
 
@@ -24,24 +26,7 @@ _CHUNK_ELEMS = 1 << 22  # (chunk, N) or (chunk, C) temporaries of at most ~32 MB
 _DRAW_ELEMS = 1 << 18  # draws per chunk of the count bootstrap: its temporaries stay in cache (2 MB)
 
 
-@dataclass(frozen=True)
-class MetricSpec:
-    """How a metric name of `dlstudy.metrics` is bootstrapped."""
-
-    grain: str | None  # label metrics: which part of (true, predicted) the metric needs; None = scores (ROC AUC)
-    from_counts: _counts.CountMetric | None = None  # (B, K) class counts -> (B,) values
-    average: str | None = None  # ROC AUC: 'macro' | 'micro'
-
-
-METRICS = {
-    "accuracy": MetricSpec("correct", _counts.accuracy),
-    "balanced_accuracy": MetricSpec("true_correct", _counts.balanced_accuracy),
-    "precision_macro": MetricSpec("confusion", _counts.precision_macro),
-    "recall_macro": MetricSpec("confusion", _counts.recall_macro),
-    "f1_macro": MetricSpec("confusion", _counts.f1_macro),
-    "roc_auc_macro": MetricSpec(None, average="macro"),
-    "roc_auc_micro": MetricSpec(None, average="micro"),
-}
+METRICS = bootstrap_metrics()  # name -> dlstudy.metrics.table.Metric: grain + from_counts, or ROC AUC's average
 
 
 # ------------------------------------------------------------------ the statistic of one or two arms
@@ -52,7 +37,7 @@ class CountArms:
     """A label metric of A arms (1, or 2 paired) on shared cells."""
 
     table: _counts.CellTable
-    metric: _counts.CountMetric
+    metric: CountMetric
 
     @property
     def chunk(self) -> int:

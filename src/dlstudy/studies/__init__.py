@@ -7,6 +7,11 @@
 returning the report blocks of the study's results section and the rows of `summary.csv` (one per arm).
 Modules are imported only when a study of that kind is summarised; a kind whose module is missing falls back to
 `generic` with a logged note, so a study always gets a report.
+
+    running/   plan a study, search lrs, hand its runs to an executor, write the report (imports kinds, summary)
+    kinds/     the per-kind `summarize` functions named in KINDS (import summary.records)
+    summary/   records, statistics, study and reproduce reports, the results page (never imports running)
+    files/     the study files of the three tiers (STUDY_FILES); the checkout's top-level `studies/` links here
 """
 
 from __future__ import annotations
@@ -14,9 +19,13 @@ from __future__ import annotations
 import importlib
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 log = logging.getLogger(__name__)
+
+STUDY_FILES = Path(__file__).resolve().parent / "files"  # shipped in the package, so an installed wheel has them
+CHECKOUT_STUDIES = Path(__file__).resolve().parents[3] / "studies"  # the checkout's link, if the package moved
 
 
 @dataclass(frozen=True)
@@ -26,11 +35,11 @@ class StudyKind:
 
 
 KINDS: dict[str, StudyKind] = {
-    "generic": StudyKind("dlstudy.studies.generic", "per-arm mean ± std of the headline metrics and a bar chart"),
-    "svm": StudyKind("dlstudy.studies.svm_kind", "Q1: SVM accuracy, confusion matrix and ROC per arm"),
-    "finetune": StudyKind("dlstudy.studies.finetune_kind", "Q1 bonus: fine-tuning, metrics before vs after"),
-    "losses": StudyKind("dlstudy.studies.losses_kind", "Q2: cross-entropy vs triplet / center loss"),
-    "optimizers": StudyKind("dlstudy.studies.optimizers_kind", "Q3: optimizers at equal effort, curves and table"),
+    "generic": StudyKind("dlstudy.studies.kinds.generic", "per-arm mean ± std of the headline metrics and a bar chart"),
+    "svm": StudyKind("dlstudy.studies.kinds.svm", "Q1: SVM accuracy, confusion matrix and ROC per arm"),
+    "finetune": StudyKind("dlstudy.studies.kinds.finetune", "Q1 bonus: fine-tuning, metrics before vs after"),
+    "losses": StudyKind("dlstudy.studies.kinds.losses", "Q2: cross-entropy vs triplet / center loss"),
+    "optimizers": StudyKind("dlstudy.studies.kinds.optimizers", "Q3: optimizers at equal effort, curves and table"),
 }
 
 

@@ -15,8 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from dlstudy.data import ensure_channels, to_float
-from dlstudy.progress import progress
+from dlstudy.models.forward import forward_batches
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -36,22 +35,6 @@ def pixel_features(images: torch.Tensor) -> np.ndarray:
 def raw_features(splits) -> dict[str, np.ndarray]:
     """{split: (N, C*H*W) float32} flattened pixels on [0, 1]."""
     return {s: pixel_features(getattr(splits, s).images) for s in SPLITS}
-
-
-@torch.no_grad()
-def extract_features(model: torch.nn.Module, images: torch.Tensor, mean, std, batch_size: int = 256,
-                     device: str = "cpu", desc: str = "features") -> np.ndarray:
-    """(N, F) float32 of `model.forward_features` on uint8 images (N, C, H, W), in eval mode, batch by batch.
-
-    Gray images are replicated to 3 channels after normalisation (ImageNet backbones take RGB).
-    """
-    model.eval().to(device)
-    out = []
-    starts = range(0, len(images), batch_size)
-    for i in progress(starts, desc=desc, total=len(starts)):
-        x = ensure_channels(to_float(images[i:i + batch_size], mean, std), 3).to(device)
-        out.append(model.forward_features(x).float().flatten(1).cpu())
-    return torch.cat(out).numpy()
 
 
 def feature_cache_key(data_cfg: dict, model: str, weights: str, image_size: int | None) -> str:
@@ -86,6 +69,10 @@ def cached(path: Path, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str
 
 
 def backbone_features(splits, model: torch.nn.Module, batch_size: int, device: str) -> dict[str, np.ndarray]:
-    """{split: (N, F)} pooled features of `model` for train, val and test."""
-    return {s: extract_features(model, getattr(splits, s).images, splits.mean, splits.std, batch_size, device,
-                                desc=f"features {s}") for s in SPLITS}
+    """{split: (N, F) float32} pooled features (`model.forward_features`, float32, no autocast) of train, val and
+    test, batch by batch in eval mode; gray images are replicated to 3 channels after normalisation (ImageNet
+    backbones take RGB). The model is moved to `device`."""
+    model.to(device)
+    return {s: forward_batches(model, getattr(splits, s).images, output="features", mean=splits.mean,
+                               std=splits.std, batch_size=batch_size, device=device, channels=3,
+                               desc=f"features {s}").numpy() for s in SPLITS}

@@ -1,0 +1,148 @@
+"""`dlstudy reproduce`: the four studies of the reference report, run in its order, into one combined report.
+
+    OUT/<study>/...              one study folder each (see runner.py), resumable like `dlstudy run`
+    OUT/reproduce.json           which studies, mode, budget, data root, timings (what `dlstudy report OUT` needs)
+    OUT/report.md, report.html   Q1 SVM, Q1 bonus fine-tuning, Q2 losses, Q3 optimizers
+
+Three tiers of the same four studies, study files in the package (`dlstudy/studies/files/`), so an installed
+wheel carries them; the repository's top-level `studies/` is a link to that folder. `study_file()` finds them:
+
+    quick   <name>-quick.yaml   the embedded digits data, CPU minutes (make demo)
+    cpu     <name>-cpu.yaml     the real data (CIFAR-10, Tiny ImageNet, MNIST), sized for one hour on 2 CPU cores
+    full    <name>.yaml         the real data at the reference report's scale (a GPU job)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from dlstudy.config import ExecutorConfig, deep_merge
+from dlstudy.errors import ConfigError, DlstudyError
+from dlstudy.io import atomic_write_json
+from dlstudy.runs import check_output_folder, environment_info, resolve_device
+from dlstudy.studies.running.executors import executor_session, resolve_executor
+from dlstudy.studies.running.plan import (REFERENCE_CALIBRATION_S, calibration_seconds, format_plan,
+                                          last_section_seconds, plan_section)
+from dlstudy.studies.running.runner import load_study, plan_study, referenced_studies, run_study
+from dlstudy.studies.summary.reproduce_report import write_reproduce_report
+from dlstudy.studies.summary.sections import SECTIONS, study_file
+
+log = logging.getLogger(__name__)
+
+# Budget presets: --set layers applied over every arm of every study (after the study file), plus the seeds.
+BUDGETS: dict[str, dict] = {
+    "tiny": {  # CI's end-to-end check: every code path once, numbers meaningless
+        "seeds": [0],
+        # warm-up 0: a study's warm-up epoch would leave the one epoch no cosine decay (an invalid config)
+        "overrides": {"train": {"epochs": 1, "warmup_epochs": 0.0, "max_steps_per_epoch": 4, "train_eval_subset": 64,
+                                "eval_batch_size": 256},
+                      "data": {"max_train": 240, "max_eval": 120},
+                      "svm": {"C": [1.0], "max_iter": 100, "n_components": 200}},
+    },
+}
+
+
+def _plan(sections, tier: str, overrides: dict, seeds: list[int] | None, out: Path) -> list[tuple]:
+    """Resolve and validate every study before anything runs (a typo in Q3 fails now, not after Q1 ran)."""
+    planned, needs, names = [], {}, {}
+    for section in sections:
+        path = study_file(section.study, tier)
+        study = load_study(path)
+        if seeds:
+            study.seeds = list(seeds)
+        tasks = plan_study(study, out, overrides, source=str(path))
+        check_output_folder(Path(out) / study.name, "study folder")
+        planned.append((section, path, study, tasks))
+        needs[section.study], names[study.name] = referenced_studies(study), section.study
+    for section, path, *_ in planned:
+        missing = [n for n in needs[section.study] if n not in names and not (Path(out) / n).is_dir()]
+        if missing:
+            raise ConfigError(f"{path}: takes weights from study {missing[0]!r}, which is neither in this "
+                              f"reproduce run nor in {out}; run it first or drop --only")
+    # a study that takes weights from another one's arms (`@study/arm`) runs after it; the report keeps
+    # the reference report's order
+    ready, ordered = set(), []
+    while len(ordered) < len(planned):
+        for entry in planned:
+            section = entry[0]
+            deps = {names[n] for n in needs[section.study] if n in names}
+            if section.study not in ready and deps <= ready:
+                ordered.append(entry)
+                ready.add(section.study)
+                break
+        else:
+            raise ConfigError(f"studies take weights from each other in a cycle: {sorted(needs)}")
+    return ordered
+
+
+def run_reproduce(out: str | Path, tier: str = "full", data_root: str | None = None, budget: str | None = None,
+                  jobs: int = 1, only: list[str] | None = None, overrides: dict | None = None,
+                  executor: dict | None = None) -> tuple[Path, list]:
+    """Run the studies in the reference report's order and write OUT/report.md / .html; returns (html, failures).
+
+    `executor`: executor flags (dlstudy run's) for every study; one session (e.g. Ray connection) serves them all.
+    """
+    out = Path(out)
+    sections = [s for s in SECTIONS if not only or s.study in only]
+    unknown = sorted(set(only or []) - {s.study for s in SECTIONS})
+    if unknown:
+        raise ConfigError(f"--only: unknown study {unknown}; valid ones are {[s.study for s in SECTIONS]}")
+    if budget is not None and budget not in BUDGETS:
+        raise ConfigError(f"--budget: unknown budget {budget!r}; valid budgets are {sorted(BUDGETS)}")
+    layer: dict = {}
+    if data_root and tier != "quick":
+        layer = deep_merge(layer, {"data": {"root": str(data_root)}})
+    if budget:
+        layer = deep_merge(layer, BUDGETS[budget]["overrides"])
+    layer = deep_merge(layer, overrides or {})
+    seeds = BUDGETS[budget]["seeds"] if budget else None
+    session = resolve_executor(ExecutorConfig(), executor)  # a missing extra fails before anything runs
+    check_output_folder(out)
+    planned = _plan(sections, tier, layer, seeds, out)
+    estimates = _announce(planned, out, tier, budget)
+    record = {"tier": tier, "budget": budget, "data_root": data_root, "overrides": layer,
+              "env": environment_info(resolve_device("auto")), "sections": [], "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    with executor_session(session):
+        failures = _run_sections(planned, estimates, out, layer, jobs, seeds, executor, record)
+    _, html_path = write_reproduce_report(out)
+    return html_path, failures
+
+
+def _run_sections(planned: list[tuple], estimates: list, out: Path, layer: dict, jobs: int, seeds: list[int] | None,
+                  executor: dict | None, record: dict) -> list[str]:
+    """Each planned study in turn (run_study), recorded in OUT/reproduce.json as it ends; returns the failures."""
+    failures = []
+    for i, (section, path, *_) in enumerate(planned):
+        left = estimates[i:]
+        eta = "" if None in left else \
+            f"; estimated {left[0] / 60:.1f} min, whole run done at ~{time.strftime('%H:%M', time.localtime(time.time() + sum(left)))}"
+        log.info("== %s (%s)%s", section.title, path.name, eta)
+        start = time.time()
+        try:
+            study_dir, results = run_study(path, out, layer, jobs=jobs, seeds=seeds, executor=executor)
+            failed = [f"{r.arm}/seed-{r.seed}: {r.error}" for r in results if not r.ok]
+        except DlstudyError as exc:  # e.g. a summary that cannot be built; the other studies still run
+            study_dir, failed = out / load_study(path).name, [f"study failed: {exc}"]
+        failures += [f"{section.study}: {f}" for f in failed]
+        record["sections"].append({"study": section.study, "file": str(path), "dir": study_dir.name,
+                                   "seconds": round(time.time() - start, 1), "failed": failed})
+        record["end_time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        atomic_write_json(out / "reproduce.json", record)
+    return failures
+
+
+def _announce(planned: list[tuple], out: Path, tier: str, budget: str | None) -> list[float | None]:
+    """Log the plan (sections, arms x seeds, data sizes, estimated time); returns the estimate per section.
+
+    Loads every dataset first, so a missing one fails here, before any run, naming the folders searched.
+    """
+    last = {} if budget else last_section_seconds(out, tier)
+    factor = None
+    if not budget and any(study.minutes for _, _, study, _ in planned):
+        factor = calibration_seconds() / REFERENCE_CALIBRATION_S
+    plans = [plan_section(section.title, study, tasks, last.get(section.study), factor)
+             for section, _, study, tasks in planned]
+    log.info("%s", format_plan(plans, factor))
+    return [p.estimate_s for p in plans]
