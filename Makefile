@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make demo   - create $(VENV), install dlstudy, run 'dlstudy reproduce --quick' on the embedded digits data"
-	@echo "make test   - create $(VENV), install dlstudy with test and cluster extras, run pytest"
+	@echo "make test   - create $(VENV), install dlstudy with test, cluster, tracking and export extras, run pytest"
 	@echo "make bench  - run bench_metrics and bench_svm (--quick), bench_data, bench_train, bench_optim_step, bench_losses, bench_cluster (minutes; prints tables)"
 
 $(BIN)/python:
@@ -27,9 +27,11 @@ $(VENV)/.dlstudy-installed: pyproject.toml $(VENV)/.torch-installed
 	$(BIN)/pip install --disable-pip-version-check -q -e .
 	@touch $@
 
-# the cluster extra (ray, submitit: ~12 s, +250 MB) so the Ray and Slurm executor tests run for real
+# the cluster extra (ray, submitit: ~12 s, +250 MB) so the Ray and Slurm executor tests run for real; the tracking
+# extra (tensorboard, mlflow: ~65 s, +400 MB) so tests/test_tracking.py reads the logs back with their own readers;
+# the export extra (onnx, onnxscript, onnxruntime: ~10 s, +120 MB) so tests/test_export.py runs the ONNX files
 $(VENV)/.dlstudy-test-installed: pyproject.toml $(VENV)/.torch-installed
-	$(BIN)/pip install --disable-pip-version-check -q -e ".[test,cluster]"
+	$(BIN)/pip install --disable-pip-version-check -q -e ".[test,cluster,tracking,export]"
 	@touch $@ $(VENV)/.dlstudy-installed
 
 demo: $(VENV)/.dlstudy-installed

@@ -42,13 +42,30 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _torch_threads():
-    """Two cores: keep each test on the default thread count but restore it if a test changes it."""
+def _one_thread():
+    """One torch intra-op thread in every test: the tensors are tiny and, on a shared 2-core machine, two OpenMP
+    threads spin-wait on each other (10-50x slower). A test about threads sets its own; the count is restored."""
     import torch
 
     n = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def tiny_cfg():
+    """A factory of tiny train configs: digits, a few steps per epoch, seconds on a busy 2-core CPU.
+    `tiny_cfg(model=..., max_train=..., max_eval=..., **train)`: train keys override the defaults below."""
+    from dlstudy.config import build_run_config
+
+    def make(model: str = "smallcnn", max_train: int = 240, max_eval: int = 60, **train):
+        train = {"epochs": 2, "batch_size": 16, "max_steps_per_epoch": 6, "train_eval_subset": 64, **train}
+        return build_run_config({"seed": 0, "device": "cpu", "model": {"name": model},
+                                 "data": {"name": "digits", "max_train": max_train, "max_eval": max_eval},
+                                 "train": train})
+
+    return make
 
 
 @pytest.fixture
@@ -75,7 +92,8 @@ def fake_studies(tmp_path, monkeypatch) -> Path:
     folder = tmp_path / "studies"
     folder.mkdir()
     for section in reproduce.SECTIONS:
-        study = fake_study(section.study, bad=section.study == "losses")
-        (folder / f"{section.study}-quick.yaml").write_text(yaml.safe_dump(study))
+        for stem in section.files:  # every study file of a section (Q3 runs several)
+            study = fake_study(stem, bad=stem == "losses")
+            (folder / f"{stem}-quick.yaml").write_text(yaml.safe_dump(study))
     monkeypatch.setattr(sections, "PACKAGE_STUDIES", folder)
     return folder

@@ -101,7 +101,8 @@ def fake_study(name: str, bad: bool = False) -> dict:
             "base": {"task": "fake", "data": {"name": "digits"}, "train": {"epochs": 9}},
             "arms": [{"name": "a", "set": {"optim.weight_decay": 2.0 if bad else 0.0}},
                      {"name": "b", "set": {"optim.weight_decay": 0.5}}],
-            "reference": {"source": f"reference {name}", "arms": {"b": {"accuracy": REFERENCE[name], "label": "x"}}}}
+            "reference": {"source": f"reference {name}",
+                          "arms": {"b": {"accuracy": REFERENCE[name.split("-")[0]], "label": "x"}}}}
 
 
 # ------------------------------------------------------------------------------------------------ image trees
@@ -131,3 +132,55 @@ def make_image_tree(root: Path, classes=("cat", "dog", "emu"), per_class=4, size
                 arrays[path] = array
     (root / "train" / "README.txt").write_text("not an image, ignored")
     return arrays
+
+
+# ------------------------------------------------------------------------------------------------ fake arm runs
+
+ARM_N, ARM_K = 400, 4  # test images and classes of fake_arm_run
+
+
+def fake_arm_run(folder: Path, accuracy: float, seed: int = 0, rng_seed: int = 0, ids=None, train_acc=None,
+                 gap=None, steps=None, train_time_s=None, epochs=None, n_train=None) -> Path:
+    """A finished run folder with predictions.npz of ARM_N test images at about `accuracy`; optionally a train
+    accuracy (`train_acc`, or the realised test accuracy + `gap`), a steps.csv ending at global step `steps`, and
+    metrics.json's train_time_s / epochs / data.n_train (what the claims ledger's footing reads)."""
+    import json
+
+    import yaml
+
+    from dlstudy.predictions import make_predictions, write_predictions
+
+    rng = np.random.default_rng(rng_seed)
+    y = np.arange(ARM_N) % ARM_K
+    right = rng.random(ARM_N) < accuracy
+    pred = np.where(right, y, (y + 1 + rng.integers(0, ARM_K - 1, ARM_N)) % ARM_K)
+    scores = rng.random((ARM_N, ARM_K)).astype(np.float32) * 0.5
+    scores[np.arange(ARM_N), pred] += 1.0
+    preds = make_predictions(y, scores, "margins", list("abcd"), ids)
+    folder.mkdir(parents=True)
+    write_predictions(folder / "predictions.npz", preds)
+    metrics = {k: v for k, v in preds.metrics().items() if not isinstance(v, float) or math.isfinite(v)}
+    extra = {"train_time_s": train_time_s, "epochs": epochs, "data": {"n_train": n_train} if n_train else None}
+    metrics.update({k: v for k, v in extra.items() if v is not None})
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    (folder / "config.yaml").write_text(yaml.safe_dump({"seed": seed, "train": {"train_eval_subset": 500}}))
+    if gap is not None:
+        train_acc = metrics["accuracy"] + gap
+    if train_acc is not None:  # what summary.records.train_accuracy reads
+        (folder / "history.csv").write_text(f"epoch,train_eval_acc\n1,{train_acc}\n")
+    if steps is not None:
+        rows = "".join(f"1,{s},{s},0.5,{s * 0.01}\n" for s in range(max(steps - 50, 1), steps + 1))
+        (folder / "steps.csv").write_text("epoch,step,global_step,loss,time_s\n" + rows)
+    (folder / "DONE").write_text("")
+    return folder
+
+
+def fake_arm_runs(folder: Path, arm: str, accuracy: float, seeds=(0,), **kw) -> list:
+    """ArmRuns of one arm at `folder/<arm>/seed-<s>` (fake_arm_run's keywords), predictions drawn per arm and seed."""
+    import zlib
+
+    from dlstudy.studies.summary.records import load_arm_run
+
+    # crc32, not hash(): str hashes change with PYTHONHASHSEED, so each CI run drew other predictions
+    return [load_arm_run(fake_arm_run(folder / arm / f"seed-{s}", accuracy, s,
+                                      rng_seed=zlib.crc32(f"{arm}/{s}".encode()), **kw), arm, s) for s in seeds]

@@ -26,11 +26,13 @@ DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
 FLAG = re.compile(r"(?<![\w-])--[A-Za-z][\w-]*")
 # a command and what follows it on the same line, up to a closing backtick or a shell comment
-COMMAND_SPAN = re.compile(r"(?<![\w./-])dlstudy ([a-z]+)([^`\n#]*)")
+COMMAND_SPAN = re.compile(r"(?<![\w./-])dlstudy ([a-z]+(?:-[a-z]+)*)([^`\n#]*)")
 BENCH_SPAN = re.compile(r"benchmarks/(\w+)\.py([^`\n#]*)")
 PYTEST_SPAN = re.compile(r"(?<![\w.-])pytest([^`\n#]*)")
 TORCHRUN_SPAN = re.compile(r"(?<![\w.-])torchrun((?:(?!dlstudy)[^`\n#])*)")  # its own flags stop at dlstudy
 RAY_START_SPAN = re.compile(r"(?<![\w.-])ray start([^`\n#]*)")  # docs/cluster.md: starting a Ray cluster's nodes
+# docs/tracking.md: opening the logs (the `tracking` extra's own command lines)
+TRACKER_SPAN = re.compile(r"(?<![\w.-])(tensorboard|mlflow ui|mlflow server)( [^`\n#]*)")
 # `section.key` not inside a longer dotted or path name (dlstudy.data.batches, docs/data.md) and not a call
 CONFIG_KEY = re.compile(r"(?<![\w./-])([a-z]+)\.([a-z_][a-z0-9_]*)\b(?![.(/-])")
 # `model.json`, `svm.yaml`, `train.py`: file names, not keys
@@ -63,6 +65,30 @@ def _torchrun_flags() -> set[str]:
     return _parser_flags(get_args_parser())
 
 
+def _tracker_flags() -> dict[str, set[str]] | None:
+    """The options of `tensorboard` and `mlflow ui` / `mlflow server`, read from their own parsers; None without
+    the tracking extra."""
+    try:
+        from mlflow.cli import cli
+        from tensorboard.plugins.core.core_plugin import CorePluginLoader
+    except ImportError:
+        return None
+    parser = argparse.ArgumentParser()
+    CorePluginLoader().define_flags(parser)
+    server = {o for p in cli.commands["server"].params for o in p.opts if o.startswith("--")}
+    return {"tensorboard": _parser_flags(parser), "mlflow ui": server, "mlflow server": server}
+
+
+def _packaging_flags() -> set[str]:
+    """`pip install`'s and `python -m build`'s options (installing the wheel beside another torch: README,
+    docs/export.md), read from their own parsers."""
+    from build.__main__ import main_parser
+    from pip._internal.commands import create_command
+
+    pip = {o for opt in create_command("install").parser._get_all_options() for o in opt._long_opts}
+    return pip | _parser_flags(main_parser())
+
+
 def _ray_start_flags() -> set[str] | None:
     """`ray start`'s options, read from Ray's own click command (the cluster extra); None without Ray."""
     try:
@@ -79,9 +105,9 @@ def known():
     benches = {p.stem: _declared_flags(p, "add_argument") | {"--help"} for p in (REPO / "benchmarks").glob("*.py")}
     pytest_flags = _declared_flags(REPO / "tests" / "conftest.py", "addoption")
     torchrun = _torchrun_flags()
-    everything = set().union(*commands.values(), *benches.values(), pytest_flags, torchrun)
+    everything = set().union(*commands.values(), *benches.values(), pytest_flags, torchrun, _packaging_flags())
     return {"commands": commands, "benches": benches, "pytest": pytest_flags, "torchrun": torchrun,
-            "ray": _ray_start_flags(), "all": everything}
+            "ray": _ray_start_flags(), "trackers": _tracker_flags(), "all": everything}
 
 
 def _doc_ids():
@@ -110,7 +136,14 @@ def test_every_flag_named_in_the_docs_exists(doc, known):
         ray_flags = {f for m in RAY_START_SPAN.finditer(line) for f in FLAG.findall(m.group(1))}
         if known["ray"] is not None:  # without Ray installed, `ray start` lines go unchecked
             wrong += [f"{line_no}: ray start {f}" for f in ray_flags if f not in known["ray"]]
-        wrong += [f"{line_no}: {f}" for f in FLAG.findall(line) if f not in known["all"] and f not in ray_flags]
+        tracker_flags = set()
+        for m in TRACKER_SPAN.finditer(line):
+            tracker_flags |= set(FLAG.findall(m.group(2)))
+            if known["trackers"] is not None:  # without the tracking extra, these lines go unchecked
+                wrong += [f"{line_no}: {m.group(1)} {f}" for f in FLAG.findall(m.group(2))
+                          if f not in known["trackers"][m.group(1)]]
+        wrong += [f"{line_no}: {f}" for f in FLAG.findall(line)
+                  if f not in known["all"] and f not in ray_flags and f not in tracker_flags]
     assert not wrong, f"{doc.name} names flags that do not exist:\n" + "\n".join(sorted(set(wrong)))
 
 
@@ -163,6 +196,13 @@ def test_the_scanners_find_what_they_should(known):
     assert "epochs" in _config_keys()["train"] and "max_train" in _config_keys()["data"]
     assert _is_module("svm", "selection") and not _is_module("train", "epochs")
     assert [n for n, _ in _prose_lines("a\n```python\nmodel.x\n```\nb\n```bash\nc\n```")] == [1, 5, 7]
+    line = "`dlstudy export-logs runs/x --to mlflow` then `tensorboard --logdir runs` or `mlflow ui --port 5001`"
+    assert [m.group(1) for m in COMMAND_SPAN.finditer(line)] == ["export-logs"]
+    assert [(m.group(1), FLAG.findall(m.group(2))) for m in TRACKER_SPAN.finditer(line)] == [
+        ("tensorboard", ["--logdir"]), ("mlflow ui", ["--port"])]
+    if known["trackers"] is not None:
+        assert "--logdir" in known["trackers"]["tensorboard"] and "--logdirx" not in known["trackers"]["tensorboard"]
+        assert "--backend-store-uri" in known["trackers"]["mlflow ui"]
 
 
 def test_make_bench_runs_what_the_readme_says(known):

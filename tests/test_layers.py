@@ -14,9 +14,9 @@ LAYERS = [
     ["dlstudy.config"],
     ["dlstudy.runs", "dlstudy.metrics"],
     ["dlstudy.data", "dlstudy.models", "dlstudy.predictions", "dlstudy.optim", "dlstudy.stats", "dlstudy.figures"],
-    ["dlstudy.losses", "dlstudy.svm", "dlstudy.report"],
+    ["dlstudy.losses", "dlstudy.svm", "dlstudy.report", "dlstudy.tracking"],
     ["dlstudy.engine"],
-    ["dlstudy.jobs", "dlstudy.inference", "dlstudy.studies"],
+    ["dlstudy.jobs", "dlstudy.inference", "dlstudy.studies", "dlstudy.export"],
     ["dlstudy.commands", "dlstudy.cli", "dlstudy.__main__", "dlstudy.api", "dlstudy"],
 ]
 

@@ -20,6 +20,8 @@ class Command:
 
 COMMANDS: dict[str, Command] = {
     "datasets": Command("dlstudy.commands.datasets", "list registered datasets, where they are looked for, and whether found"),
+    "models": Command("dlstudy.commands.models", "list the backbones model.name takes (ours, tv:, timm:) with params, "
+                      "feature size and whether ImageNet weights are on disk"),
     "svm": Command("dlstudy.commands.svm", "fit our multiclass SVM on raw pixels or CNN features and evaluate it"),
     "train": Command("dlstudy.commands.train", "train / fine-tune a model, evaluated before and after"),
     "run": Command("dlstudy.commands.run", "run a study file (arms x seeds) into a study folder"),
@@ -29,6 +31,10 @@ COMMANDS: dict[str, Command] = {
     "predict": Command("dlstudy.commands.predict", "label image files or folders with a finished run (CSV)"),
     "compare": Command("dlstudy.commands.compare", "pairwise significance tests between runs or a study's arms "
                        "on the same test images"),
+    "export-logs": Command("dlstudy.commands.export_logs", "log finished run or study folders to TensorBoard / MLflow "
+                           "(what --log does live)"),
+    "export": Command("dlstudy.commands.export", "write a finished run's classifier as one ONNX or TorchScript "
+                      "graph, checked against its own test predictions"),
     "report": Command("dlstudy.commands.report", "render a run or study folder to report.md and report.html"),
     "results": Command("dlstudy.commands.results", "write the results page (docs/results.md): the reference report's "
                        "tables beside ours, per tier, from reproduce folders"),

@@ -43,9 +43,13 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "smallcnn"  # a key of dlstudy.models.MODELS
-    weights: str = "none"  # none | imagenet | PATH (state dict or checkpoint) | RUN_DIR
-    small_input_stem: bool | None = None  # 3x3 stem without max-pool; None: on for inputs <= 64 px
+    # ours (smallcnn, resnet18, ... in dlstudy.models.MODELS), tv:<name> (any torchvision classification model) or
+    # timm:<name> (any timm model); `dlstudy models PATTERN` lists them, docs/models.md
+    name: str = "smallcnn"
+    # none | imagenet (torchvision's $TORCH_HOME cache; timm's Hugging Face cache, never downloaded) |
+    # PATH (.safetensors / .pth state dict or checkpoint) | RUN_DIR
+    weights: str = "none"
+    small_input_stem: bool | None = None  # ours only: 3x3 stem without max-pool; None: on for inputs <= 64 px
     embedding_dim: int | None = None  # L2-normalised embedding head for metric learning; None: no embedding head
     dropout: float = 0.0
 
@@ -66,7 +70,7 @@ class TrainConfig:
     epochs: int = 3
     batch_size: int = 64  # per process under DDP (torchrun): the global batch is batch_size x world size
     eval_batch_size: int = 512
-    schedule: str = "constant"  # constant | step | cosine | onecycle
+    schedule: str = "constant"  # constant | step | cosine | linear | onecycle
     warmup_epochs: float = 0.0
     step_size: int = 30  # epochs between decays for `step`
     gamma: float = 0.1
@@ -90,6 +94,9 @@ class TrainConfig:
     # keep checkpoints/last.pt (optimizer state etc., ~3x the weights) once the run is finished (DONE); best.pt, what
     # `dlstudy evaluate` / load_run use, is always kept. True lets `--resume --set train.epochs=N` extend it later
     keep_last_checkpoint: bool = False
+    # also log the run's curves and results to these (--log; docs/tracking.md): tensorboard (RUN/tensorboard/),
+    # mlflow (OUT/mlflow.db, or --mlflow-uri); pip install 'dlstudy[tracking]'. Names: dlstudy.tracking.TRACKERS
+    log: list[Literal["tensorboard", "mlflow"]] = field(default_factory=list)
 
 
 @dataclass
@@ -215,8 +222,29 @@ class StudyConfig:
     # wall minutes of the whole study measured on the reference machine (2 idle cores; the file's header says
     # which): `dlstudy reproduce` scales it by a short calibration to print an estimate before it starts
     minutes: float | None = None
+    # time budget (`--minutes`, docs/studies.md): this study's share of a reproduce budget (None: `minutes`, else 1),
+    # arm -> relative time of each of its runs (default 1), and the schedule that replaces a constant one in budgeted
+    # runs (linear decay to zero at the last step, Li et al. 2020; "constant" keeps it)
+    budget_share: float | None = None
+    budget_weights: dict[str, float] = field(default_factory=dict)
+    budget_schedule: str = "linear"
     stats: StatsConfig = field(default_factory=StatsConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    # a study of more than 1,000 runs (arms x grid x seeds) runs only when confirmed: --yes, or this >= the count
+    confirm_runs: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.budget_share is not None and not (math.isfinite(self.budget_share) and self.budget_share > 0):
+            raise ConfigError(f"study.budget_share: expected a number > 0, got {self.budget_share!r}")
+        bad = {k: v for k, v in self.budget_weights.items() if not (math.isfinite(v) and v > 0)}
+        if bad:
+            raise ConfigError(f"study.budget_weights: expected numbers > 0, got {bad}")
+        if self.budget_schedule not in BUDGET_SCHEDULES:
+            raise ConfigError(f"study.budget_schedule: expected one of {list(BUDGET_SCHEDULES)}, got "
+                              f"{self.budget_schedule!r}")
+
+
+BUDGET_SCHEDULES = ("linear", "cosine", "constant")  # what a budgeted run's constant schedule becomes
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -481,9 +509,10 @@ def check_ranges(cfg: RunConfig, where: str = "config") -> RunConfig:
             raise ConfigError(f"{where}.{key}: expected {'every value ' if each else ''}{rule.text}, got {value!r}")
     if not cfg.svm.C:
         raise ConfigError(f"{where}.svm.C: expected at least one value, got []")
-    if cfg.train.schedule == "cosine" and cfg.train.warmup_epochs >= cfg.train.epochs:
-        raise ConfigError(f"{where}.train.warmup_epochs={cfg.train.warmup_epochs} leaves no steps for the cosine "
-                          f"decay (train.epochs={cfg.train.epochs}); use fewer warm-up epochs than epochs")
+    if cfg.train.schedule in ("cosine", "linear") and cfg.train.warmup_epochs >= cfg.train.epochs:
+        raise ConfigError(f"{where}.train.warmup_epochs={cfg.train.warmup_epochs} leaves no steps for the "
+                          f"{cfg.train.schedule} decay (train.epochs={cfg.train.epochs}); use fewer warm-up epochs "
+                          "than epochs")
     return cfg
 
 

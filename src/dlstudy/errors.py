@@ -36,3 +36,19 @@ class DiskFullError(DlstudyError, OSError):
 
 class ScoresNotFinite(TrainingDiverged, ValueError):
     """Model scores hold NaN or inf (weights that diverged), seen where no epoch or step is known."""
+
+
+class RunLocked(DlstudyError):
+    """A run folder is being trained by another live process (it holds the folder's lock); nothing was done.
+    `holder` says which process ("process 1234", or "process 1234 on HOST" for another machine)."""
+
+    def __init__(self, message: str, holder: str = ""):
+        super().__init__(message)
+        self.holder = holder
+
+
+class StudyInProgress(DlstudyError):
+    """`dlstudy run --no-wait`: runs of the study are in progress in other processes, so its report was not
+    written."""
+
+    exit_code = 1  # this process's runs are done, but the study is not

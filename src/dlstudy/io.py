@@ -168,6 +168,61 @@ def space_warning(out: str | Path, needed: int) -> str | None:
             f"(checkpoints, predictions, figures; an estimate): it may stop on a full disk")
 
 
+def try_lock(path: str | Path) -> tuple[int | None, str]:
+    """An exclusive OS lock (flock) on the file `path` (created when missing): (fd, "") when taken, this process's
+    pid and host written into it; (None, its content: the holder's "PID HOST") when another open file holds it.
+
+    The kernel releases the lock when the holder exits, however it ends (kill -9 included): a lock file left by a
+    dead process is simply taken. Release with `unlock(path, fd)`.
+    """
+    import fcntl
+    import socket
+
+    path = Path(path)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+            os.close(fd)
+            return None, holder
+        try:  # released and removed between our open and flock: lock the file now at `path` instead
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+    return fd, ""
+
+
+def unlock(path: str | Path, fd: int) -> None:
+    """Release a lock of `try_lock`: the file is removed first (under the lock, so no one takes a file on its way
+    out), then closed."""
+    Path(path).unlink(missing_ok=True)
+    os.close(fd)
+
+
+def lock_holder(path: str | Path) -> str | None:
+    """The content ("PID HOST") of the lock file `path` while a live process holds it; None when free or absent."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "?"
+    finally:
+        os.close(fd)  # also drops the shared lock, when it was taken
+    return None
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return atomic_write(path, lambda fh: fh.write(data))
 

@@ -25,12 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dlstudy.config import RunConfig, dump_yaml
-from dlstudy.errors import ConfigError, DlstudyError
-from dlstudy.io import atomic_write_csv, atomic_write_json, atomic_write_text, read_json
+from dlstudy.errors import ConfigError, DlstudyError, RunLocked
+from dlstudy.io import (atomic_write_csv, atomic_write_json, atomic_write_text, lock_holder, read_json, try_lock,
+                        unlock)
 from dlstudy.metrics.table import metric_keys
 
 METRIC_KEYS = metric_keys()  # the keys of every metrics.json block, a view of dlstudy.metrics.table.METRICS
 DONE_MARKER = "DONE"  # written last: a run folder with it is complete (studies skip such arms)
+LOCK_FILE = ".lock"  # "PID HOST" of the process training the run, flock-ed by it while it does; removed on release
 MODEL_CARD = "model.json"  # what `dlstudy.load_run` needs to rebuild the classifier and its preprocessing
 
 
@@ -204,6 +206,57 @@ def is_finished(path: str | Path) -> bool:
         return isinstance(read_json(path / "metrics.json"), dict)
     except (DlstudyError, OSError):
         return False
+
+
+# ------------------------------------------------------------------------------------------------ run locks
+
+
+def describe_holder(content: str) -> str:
+    """A lock file's "PID HOST" as the console says it: "process 1234" (this machine) or "process 1234 on HOST"."""
+    import socket
+
+    pid, _, host = content.partition(" ")
+    if not pid.isdigit():
+        return "another process"
+    return f"process {pid}" if host in ("", socket.gethostname()) else f"process {pid} on {host}"
+
+
+class RunLock:
+    """The lock of a run folder held by this process (`lock_run`); `release()` (or leaving the `with` block)
+    removes LOCK_FILE and releases it. The kernel releases it if the process dies first (kill -9 included)."""
+
+    def __init__(self, path: Path, fd: int):
+        self.path, self._fd = path, fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            unlock(self.path, self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def lock_run(folder: str | Path) -> RunLock:
+    """Take the run folder's lock (creating the folder), so no other process trains it meanwhile; RunLocked naming
+    the live process that holds it. A lock file left by a process that is gone is taken over."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, holder = try_lock(folder / LOCK_FILE)
+    if fd is None:
+        who = describe_holder(holder)
+        raise RunLocked(f"{folder}: in progress in {who} (it holds {folder / LOCK_FILE}); wait for it to end, or "
+                        f"stop it, then run again", holder=who)
+    return RunLock(folder / LOCK_FILE, fd)
+
+
+def run_holder(folder: str | Path) -> str | None:
+    """Who holds the run folder's lock ("process 1234"), or None when no live process does."""
+    content = lock_holder(Path(folder) / LOCK_FILE)
+    return None if content is None else describe_holder(content)
 
 
 def new_run_dir(out: str | Path, cfg: RunConfig, exist_ok: bool = False) -> RunDir:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import time
 
-from dlstudy.commands.common import add_executor_arguments, executor_flags
+from dlstudy.commands.flags import add_executor_arguments, add_log_arguments, executor_flags, log_overrides
 
 log = logging.getLogger(__name__)
+
+DEFAULT_MINUTES = {"cpu": 60.0}  # tier -> --minutes when not given (none for quick and full)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time per study, each in its own process")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a run-config key in every arm of every study (repeatable)")
+    from dlstudy.commands.run import add_budget_arguments
+
+    add_budget_arguments(parser, f" (default: {DEFAULT_MINUTES['cpu']:g} with --tier cpu, `off` for the study files' "
+                         "epochs; the quick tier keeps its epochs unless given)")
     add_executor_arguments(parser)
+    add_log_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from dlstudy.errors import ConfigError
     from dlstudy.studies.running.reproduce import run_reproduce
 
+    started = time.time()
     if args.jobs < 1:
         raise ConfigError(f"--jobs: expected a positive number of processes, got {args.jobs}")
     tier = args.tier or ("quick" if args.quick else "full")
@@ -49,10 +58,16 @@ def run(args: argparse.Namespace) -> int:
         if not torch.cuda.is_available():
             log.warning("full budgets without a GPU: expect many hours on CPU (--tier cpu runs the same studies on "
                         "the real data in about an hour on 2 cores; --tier quick is the digits demo)")
+    overrides = log_overrides(args, parse_overrides(args.overrides))  # --log: train.log of every arm
     args.interrupt_hint = "finished runs are kept: run the same command again to continue with the others"
+    minutes = DEFAULT_MINUTES.get(tier) if args.minutes is None and args.budget is None else args.minutes
+    minutes = None if minutes == "off" else minutes
     html_path, failures = run_reproduce(args.out, tier=tier, data_root=args.data_root, budget=args.budget,
-                                        jobs=args.jobs, only=args.only, overrides=parse_overrides(args.overrides),
-                                        executor=executor_flags(args))
+                                        jobs=args.jobs, only=args.only, overrides=overrides,
+                                        executor=executor_flags(args), minutes=minutes,
+                                        remeasure=args.remeasure, plan_only=args.plan_only, started=started)
+    if html_path is None:  # --plan-only
+        return 0
     print(f"report: {html_path}")
     print(f"        {html_path.with_suffix('.md')}")
     if failures:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from dlstudy.commands.common import add_run_arguments, resolve_config
+from dlstudy.commands.flags import add_run_arguments, resolve_config
 
 SVM_FLAGS = {"features": "svm.features", "weights": "svm.weights", "multi_class": "svm.multi_class",
              "loss": "svm.loss", "C": "svm.C", "kernel": "svm.kernel"}
@@ -18,7 +18,9 @@ SVM_FLAGS = {"features": "svm.features", "weights": "svm.weights", "multi_class"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_run_arguments(parser)
-    parser.add_argument("--features", default=None, help="raw | a backbone of dlstudy.models.MODELS (e.g. resnet50)")
+    parser.add_argument("--features", default=None,
+                        help="raw | a backbone whose pooled features the SVM fits: ours (e.g. resnet50), tv:<name> "
+                        "or timm:<name> (`dlstudy models` lists them)")
     parser.add_argument("--weights", default=None, help="weights of the feature backbone: imagenet | none | PATH")
     parser.add_argument("--multi-class", dest="multi_class", default=None,
                         choices=["ovr", "crammer_singer", "weston_watkins"], help="multiclass formulation")

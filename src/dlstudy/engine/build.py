@@ -46,7 +46,7 @@ def load_data(cfg: RunConfig, device: str):
     """cfg.data's splits; on CUDA the uint8 splits move to the GPU (batches are indexed there, no host copies)."""
     from dlstudy.data import load_dataset
 
-    data = load_dataset(cfg.data)
+    data = load_dataset(cfg.data, batch_size=cfg.train.batch_size)  # the memory check counts a batch too
     if device.startswith("cuda"):
         for name in ("train", "val", "test"):
             setattr(data, name, getattr(data, name).to(device))

@@ -15,7 +15,6 @@ The embedding is the model's embedding head output, or its pooled features when 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,7 +23,6 @@ from dlstudy.config import RunConfig
 from dlstudy.errors import ConfigError
 from dlstudy.losses.collapse import collapse_diagnostics
 from dlstudy.metrics.retrieval import knn_predict, retrieval_metrics
-from dlstudy.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +126,7 @@ def evaluate_model_embeddings(model: torch.nn.Module, splits, cfg: RunConfig, de
     """Embed train, val (when it has images) and test with `model`, then evaluate_embeddings: the one embedding
     evaluation, used by the train job (which passes `info` and `amp_dtype` in `predict_kw`) and the tests.
 
-    `extras`, when a dict, receives "embeddings_test" / "labels_test" (CPU tensors, for save_test_embeddings)
+    `extras`, when a dict, receives "embeddings_test" / "labels_test" (CPU tensors; the train job writes them)
     besides evaluate_embeddings' own extras.
     """
     embed = lambda split: extract_embeddings(model, split, splits.mean, splits.std, device, batch_size,  # noqa: E731
@@ -140,10 +138,3 @@ def evaluate_model_embeddings(model: torch.nn.Module, splits, cfg: RunConfig, de
         extras["embeddings_test"], extras["labels_test"] = test_x, test_y
     return evaluate_embeddings(train_x, train_y, test_x, test_y, cfg, splits.class_names, val, extras)
 
-
-def save_test_embeddings(run_dir_path, embeddings: torch.Tensor, labels: torch.Tensor,
-                         name: str = "embeddings_test.pt") -> Path:
-    """Write {"embeddings": (N, E) float32, "labels": (N,) int64} atomically into the run folder (PCA figure)."""
-    obj = {"embeddings": torch.as_tensor(embeddings).detach().float().cpu(),
-           "labels": torch.as_tensor(labels).detach().long().cpu()}
-    return atomic_write(Path(run_dir_path) / name, lambda fh: torch.save(obj, fh))

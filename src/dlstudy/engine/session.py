@@ -23,10 +23,10 @@ from dlstudy.engine.build import (build_network, build_optimization, epoch_batch
                                   set_deterministic, steps_per_epoch, train_subset, training_wrapper)
 from dlstudy.engine.checkpoint import rng_state
 from dlstudy.engine.distributed import DistInfo, all_gather_object, barrier, rank_seed
-from dlstudy.engine.loop import AMP_DTYPES, amp_dtype_for, evaluate, train_one_epoch
+from dlstudy.engine.loop import AMP_DTYPES, amp_dtype_for, diverged, evaluate, run_lr, train_one_epoch
 from dlstudy.engine.snapshot import restore, save_epoch
 from dlstudy.engine.state import TrainState
-from dlstudy.errors import ConfigError, TrainingDiverged
+from dlstudy.errors import ConfigError, ScoresNotFinite, TrainingDiverged
 
 log = logging.getLogger(__name__)
 
@@ -70,29 +70,29 @@ class Session:
     def train_batches(self, epoch: int):
         return epoch_batches(self.data, self.cfg, self.info, self.needs_pk, epoch, self.rank_seed, self.device)
 
-    def evaluate(self, split, objective: bool = True):
-        """(metrics, y_score, y_true) of the classification head on `split` (engine.loop.evaluate)."""
+    def evaluate(self, split, objective: bool = True, diverged_at: dict | None = None):
+        """(metrics, y_score, y_true) of the classification head on `split` (engine.loop.evaluate); NaN/inf scores
+        raise TrainingDiverged, saying where training stood when `diverged_at` ({"epoch", "step", "what"}) is
+        given."""
+        if diverged_at is not None:
+            diverged_at = {"lr": run_lr(self.optimizer), "grad_clip": self.cfg.train.grad_clip, **diverged_at}
         return evaluate(self.model, split, mean=self.data.mean, std=self.data.std, device=self.device,
                         class_names=self.data.class_names, batch_size=self.cfg.train.eval_batch_size,
                         objective=self.objective if objective else None, info=self.info,
-                        amp_dtype=self.amp_dtype, channels_last=self.cfg.train.channels_last)
+                        amp_dtype=self.amp_dtype, channels_last=self.cfg.train.channels_last,
+                        diverged_at=diverged_at)
 
     def evaluate_test(self) -> tuple[dict, np.ndarray, np.ndarray, dict]:
         """(metrics, y_score, y_true, extras) on test with eval.classifier: the head, or an svm / knn fitted on
         train embeddings (engine.evaluation). extras: "scores_val" (val scores of the same classifier, when val
         has images), "svm" (a fitted embedding LinearSVM, else None), "embeddings_test" / "labels_test"."""
         if self.cfg.eval.classifier != "head":
-            from dlstudy.engine.evaluation import evaluate_model_embeddings
-
-            extras: dict = {}
-            metrics, y_score, y_true = evaluate_model_embeddings(
-                self.model, self.data, self.cfg, self.device, self.cfg.train.eval_batch_size, extras,
-                info=self.info, amp_dtype=self.amp_dtype)
-            return metrics, y_score, y_true, extras
-        metrics, y_score, y_true = self.evaluate(self.data.test)
+            return embedding_test(self)
+        metrics, y_score, y_true = self.evaluate(self.data.test, diverged_at=trained_at(self.state, "test scores"))
         extras = {"svm": None}
         if len(self.data.val.labels):
-            extras["scores_val"] = self.evaluate(self.data.val, objective=False)[1]
+            extras["scores_val"] = self.evaluate(self.data.val, objective=False,
+                                                 diverged_at=trained_at(self.state, "val scores"))[1]
         return metrics, y_score, y_true, extras
 
     def _wrap(self, frozen: bool) -> None:
@@ -107,18 +107,18 @@ class Session:
         cfg, st = self.cfg, self.state
         frozen = epoch <= cfg.train.freeze_backbone_epochs
         self._wrap(frozen)
-        try:
+        try:  # a divergence is one error wherever it is first seen: the training loss, or val / train scores
             stats = train_one_epoch(
                 self.train_model, self.objective, self.optimizer, self.train_batches(epoch), device=self.device,
                 epoch=epoch, scheduler=self.scheduler, scaler=self.scaler, amp_dtype=self.amp_dtype,
                 grad_clip=cfg.train.grad_clip, channels_last=cfg.train.channels_last,
                 max_steps=cfg.train.max_steps_per_epoch, total=self.steps_per_epoch, info=self.info)
+            at = {"epoch": epoch, "step": len(stats["step_losses"])}
+            val, _, _ = self.evaluate(self.data.val, diverged_at={**at, "what": "val scores"})
+            tr = (self.evaluate(self.train_eval, diverged_at={**at, "what": "train-subset scores"})[0]
+                  if self.train_eval is not None else None)
         except TrainingDiverged as exc:
-            kept = output.checkpoints / "last.pt"
-            raise TrainingDiverged(f"{exc}; the last good checkpoint is kept: "
-                                   f"{kept if kept.is_file() else 'none (first epoch, or train.checkpoint is false)'}") from None
-        val, _, _ = self.evaluate(self.data.val)
-        tr = self.evaluate(self.train_eval)[0] if self.train_eval is not None else None
+            raise TrainingDiverged(f"{exc}; the last good checkpoint is kept: {kept_checkpoint(output)}") from None
         st.add_epoch(history_row(epoch, frozen, stats, val, tr, self.optimizer), stats)
         # An objective that never trains the head (triplet alone) cannot pick the best epoch by the head's val
         # accuracy: the last epoch's weights are kept instead.
@@ -155,6 +155,35 @@ class Session:
         after = self.evaluate_test()
         log.info("after training (best epoch %d): test accuracy %.4f", self.state.best_epoch, after[0]["accuracy"])
         return after
+
+
+def trained_at(state: TrainState, what: str) -> dict | None:
+    """The divergence context of an evaluation after training (the best epoch's weights, its last step)."""
+    steps = [row["step"] for row in state.steps if row["epoch"] == state.best_epoch]
+    return {"epoch": state.best_epoch, "step": steps[-1], "what": what} if steps else None
+
+
+def embedding_test(session: Session) -> tuple[dict, np.ndarray, np.ndarray, dict]:
+    """Session.evaluate_test with eval.classifier svm / knn: fitted on train embeddings (engine.evaluation)."""
+    from dlstudy.engine.evaluation import evaluate_model_embeddings
+
+    cfg, extras = session.cfg, {}
+    try:
+        metrics, y_score, y_true = evaluate_model_embeddings(
+            session.model, session.data, cfg, session.device, cfg.train.eval_batch_size, extras,
+            info=session.info, amp_dtype=session.amp_dtype)
+    except ScoresNotFinite:
+        at = trained_at(session.state, "test scores")
+        if at is None:
+            raise
+        raise diverged(**at, value="nan", lr=run_lr(session.optimizer), grad_clip=cfg.train.grad_clip) from None
+    return metrics, y_score, y_true, extras
+
+
+def kept_checkpoint(output: EpochOutput) -> str:
+    """What a divergence error says survives: the last epoch's checkpoint, if one was written."""
+    kept = output.checkpoints / "last.pt"
+    return str(kept) if kept.is_file() else "none (first epoch, or train.checkpoint is false)"
 
 
 def history_row(epoch: int, frozen: bool, stats: dict, val: dict, tr: dict | None, optimizer) -> dict:

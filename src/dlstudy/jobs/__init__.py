@@ -14,6 +14,7 @@ from the written files (dlstudy.figures, called by finish_run).
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import shutil
 import traceback
@@ -21,9 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dlstudy.config import RunConfig
-from dlstudy.errors import ConfigError
+from dlstudy.errors import ConfigError, DlstudyError, RunLocked, TrainingDiverged
 from dlstudy.io import atomic_write_text
-from dlstudy.runs import RunDir, new_run_dir
+from dlstudy.runs import RunDir, RunLock, lock_run, new_run_dir
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,22 +49,36 @@ class NewRun:
     out: Path
     run_dir: RunDir | None = None
     created: list[Path] = field(default_factory=list)  # the folders naming it will create (removed on failure)
+    lock: RunLock | None = None  # the new folder's lock (rank 0), released by run_job when the job ends
 
 
 def place_run(cfg: RunConfig, where: RunDir | NewRun, info=None) -> RunDir:
-    """The job's run folder: `where` itself, or the folder a NewRun names (rank 0 picks it; `info` is the job's
-    engine.distributed.DistInfo, whose process group tells the other ranks)."""
+    """The job's run folder: `where` itself, or the folder a NewRun names (rank 0 picks it and holds its lock;
+    `info` is the job's engine.distributed.DistInfo, whose process group tells the other ranks)."""
     if isinstance(where, RunDir):
         return where
     if where.run_dir is None:
-        path = str(new_run_dir(where.out, cfg).path) if info is None or info.is_main else None
+        path = None
+        if info is None or info.is_main:
+            path, where.created, where.lock = _take_new_folder(where.out, cfg)
         if info is not None and info.enabled:
             from dlstudy.engine.distributed import broadcast_object
 
             path = broadcast_object(path, info)
         where.run_dir = RunDir(Path(path))
-        where.created = _missing(where.run_dir.path)
     return where.run_dir
+
+
+def _take_new_folder(out: Path, cfg: RunConfig) -> tuple[str, list[Path], RunLock]:
+    """OUT/<run name> (numbered when taken), the folders creating it makes, and its lock: two processes naming a
+    run at the same moment get two folders."""
+    while True:
+        path = new_run_dir(out, cfg).path
+        created = _missing(path)
+        try:
+            return str(path), created, lock_run(path)
+        except RunLocked:  # another process took this name a moment ago: new_run_dir now numbers the next one
+            continue
 
 
 def run_job(cfg: RunConfig, run_dir: RunDir | NewRun, resume: bool = False) -> dict:
@@ -78,24 +95,29 @@ def run_job(cfg: RunConfig, run_dir: RunDir | NewRun, resume: bool = False) -> d
     missing = _missing(run_dir.path) if isinstance(run_dir, RunDir) else []  # folders this call creates
     try:
         return func(cfg, run_dir, resume=resume)
-    except BaseException:
+    except BaseException as exc:
         folder = run_dir if isinstance(run_dir, RunDir) else run_dir.run_dir
         if isinstance(run_dir, NewRun):
             missing = run_dir.created
         if folder is not None and os.environ.get("RANK", "0") == "0" and folder.path.is_dir():  # one writer
-            _clean_up_failed_run(folder, missing, traceback.format_exc())
+            _clean_up_failed_run(folder, missing, traceback.format_exc(), exc)
         raise
+    finally:
+        if isinstance(run_dir, NewRun) and run_dir.lock is not None:
+            run_dir.lock.release()
 
 
 def _missing(path: Path) -> list[Path]:
     return [p for p in (path, *path.parents) if not p.exists()]
 
 
-def _clean_up_failed_run(run_dir: RunDir, created: list[Path], text: str) -> None:
+def _clean_up_failed_run(run_dir: RunDir, created: list[Path], text: str, error: BaseException | None = None) -> None:
     """A run folder this call created and that holds no result is removed, with the empty parent folders it
-    created (e.g. a new --out); otherwise error.txt is written beside the results."""
+    created (e.g. a new --out); otherwise error.txt is written beside the results. A run that diverged is a result
+    (error.txt says where and what to change), even in its first epoch. A failure to write error.txt (a full disk)
+    is logged: the error the user sees stays the run's own."""
     has_results = any(run_dir.file(name).exists() for name in ("metrics.json", "history.csv", "checkpoints"))
-    if created and not has_results:
+    if created and not has_results and not isinstance(error, TrainingDiverged):
         shutil.rmtree(run_dir.path, ignore_errors=True)
         for parent in created[1:]:
             try:
@@ -103,4 +125,7 @@ def _clean_up_failed_run(run_dir: RunDir, created: list[Path], text: str) -> Non
             except OSError:
                 break
     else:
-        atomic_write_text(run_dir.file("error.txt"), text)
+        try:
+            atomic_write_text(run_dir.file("error.txt"), text)
+        except (OSError, DlstudyError) as exc:  # DiskFullError is an OSError
+            log.warning("could not write %s: %s", run_dir.file("error.txt"), exc)

@@ -15,11 +15,12 @@ import numpy as np
 from dlstudy.config import ModelConfig, RunConfig, to_dict
 from dlstudy.errors import ConfigError
 from dlstudy.report import finish_run
-from dlstudy.io import read_json
+from dlstudy.io import estimate_run_bytes, read_json, space_warning
 from dlstudy.jobs import NewRun, place_run
 from dlstudy.runs import RunDir, resolve_device
 from dlstudy.svm.features import backbone_features, cached, feature_cache_key, raw_features
 from dlstudy.svm.selection import full_margins, select_C
+from dlstudy.tracking import export_run, require
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ def run_svm_job(cfg: RunConfig, run_dir: RunDir | NewRun, resume: bool = False) 
         return read_json(run_dir.file("metrics.json"))
     from dlstudy.data import load_dataset
 
+    require(cfg.train.log)  # a missing tracking package fails before any work
     run_dir = place_run(cfg, run_dir)
     device = resolve_device(cfg.device)
     run_dir.start(cfg, device)
@@ -74,6 +76,12 @@ def run_svm_job(cfg: RunConfig, run_dir: RunDir | NewRun, resume: bool = False) 
     t0 = time.perf_counter()
     feats = build_features(cfg, splits, device)
     feature_s = time.perf_counter() - t0
+    # predictions and reports, plus svm_model.npz: (K, features) float64 weights (two arrays at most)
+    needed = estimate_run_bytes(0, n_scores=len(splits.test.labels) + len(splits.val.labels),
+                                num_classes=splits.num_classes, checkpoints=False)
+    needed += 16 * splits.num_classes * feats["train"].shape[1]
+    if warning := space_warning(run_dir.path, needed):
+        log.warning("%s", warning)
     y = {s: getattr(splits, s).labels.numpy() for s in ("train", "val", "test")}
     model, rows = fit_svm(cfg, feats, y, splits.num_classes, splits.class_names, device)
     run_dir.write_table("c_selection", rows)
@@ -90,6 +98,8 @@ def run_svm_job(cfg: RunConfig, run_dir: RunDir | NewRun, resume: bool = False) 
     metrics["data"] = splits.sizes()
     run_dir.write_metrics(metrics)
     finish_run(run_dir)  # figures from metrics.json / predictions.npz, the report, DONE
+    if cfg.train.log:  # TensorBoard / MLflow: no epochs to stream, so the finished folder is logged as it stands
+        export_run(run_dir.path, cfg.train.log)
     return metrics
 
 

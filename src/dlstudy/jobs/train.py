@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import torch
 
@@ -21,10 +22,11 @@ from dlstudy.engine.distributed import DistInfo, barrier, init_distributed, quie
 from dlstudy.engine.session import EpochOutput, Session, metric_block
 from dlstudy.engine.state import TrainState
 from dlstudy.errors import ConfigError
-from dlstudy.io import atomic_write_csv
+from dlstudy.io import atomic_write, atomic_write_csv, estimate_run_bytes, space_warning
 from dlstudy.jobs import NewRun, place_run
 from dlstudy.report import finish_run
 from dlstudy.runs import RunDir, resolve_device
+from dlstudy.tracking import NO_LOG, RunLog, run_log
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +44,13 @@ def run_train_job(cfg: RunConfig, run_dir: RunDir | NewRun, resume: bool = False
             run_dir = place_run(cfg, run_dir, info)
             _check_resumable(run_dir, resume)
             session = _start(cfg, run_dir, info, device)
-            after, y_score, y_true, extras = session.fit(epoch_output(run_dir), resume=resume)
-            metrics = train_metrics(session, after)
-            if info.is_main:
-                _write_results(run_dir, session, metrics, y_score, y_true, extras)
-                _finish(run_dir, cfg)
+            with run_log(cfg.train.log, run_dir, info.is_main) as tracking:  # TensorBoard / MLflow, when asked
+                after, y_score, y_true, extras = session.fit(epoch_output(run_dir, tracking), resume=resume)
+                metrics = train_metrics(session, after)
+                if info.is_main:
+                    _write_results(run_dir, session, metrics, y_score, y_true, extras)
+                    _finish(run_dir, cfg)
+                    tracking.finish()  # from the files just written: metrics.json, figures, report
             barrier(info)
             return metrics
     finally:
@@ -66,8 +70,20 @@ def _start(cfg: RunConfig, run_dir: RunDir, info: DistInfo, device: str) -> Sess
     session = Session(cfg, info, device)
     _set_threads(session, available, run_dir)
     if info.is_main:
+        _warn_space(run_dir, session)
         _write_model_card(run_dir, session)
     return session
+
+
+def _warn_space(run_dir: RunDir, session: Session) -> None:
+    """A warning when the run folder's file system has less free space than the run will write (an estimate)."""
+    data = session.data
+    n_params = sum(p.numel() for module in (session.model, session.objective) for p in module.parameters())
+    needed = estimate_run_bytes(n_params, n_scores=len(data.test.labels) + len(data.val.labels),
+                                num_classes=data.num_classes, checkpoints=session.cfg.train.checkpoint)
+    warning = space_warning(run_dir.path, needed)
+    if warning:
+        log.warning("%s", warning)
 
 
 def _set_threads(session: Session, available: int, run_dir: RunDir) -> int:
@@ -89,9 +105,14 @@ def _set_threads(session: Session, available: int, run_dir: RunDir) -> int:
     return threads
 
 
-def epoch_output(run_dir: RunDir) -> EpochOutput:
-    """Checkpoints in run_dir/checkpoints; history.csv and steps.csv rewritten after every epoch."""
-    return EpochOutput(run_dir.path / "checkpoints", lambda state: write_logs(run_dir, state))
+def epoch_output(run_dir: RunDir, tracking: RunLog = NO_LOG) -> EpochOutput:
+    """Checkpoints in run_dir/checkpoints; history.csv and steps.csv rewritten after every epoch, and their new
+    rows handed to the run's trackers."""
+    def log_epoch(state: TrainState) -> None:
+        write_logs(run_dir, state)
+        tracking.epochs(state.history, state.steps)
+
+    return EpochOutput(run_dir.path / "checkpoints", log_epoch)
 
 
 def write_logs(run_dir: RunDir, state: TrainState) -> None:
@@ -133,14 +154,21 @@ def _write_results(run_dir: RunDir, session: Session, metrics: dict, y_score, y_
     """embeddings_test.pt (embedding classifiers, eval.save_embeddings), predictions, metrics.json, the logs and
     tables/before_after.csv."""
     if session.cfg.eval.save_embeddings and "embeddings_test" in extras:  # for the losses study's PCA figure
-        from dlstudy.engine.evaluation import save_test_embeddings
-
-        save_test_embeddings(run_dir.path, extras["embeddings_test"], extras["labels_test"])
+        write_test_embeddings(run_dir.path, extras["embeddings_test"], extras["labels_test"])
     _write_predictions(run_dir, session, y_score, y_true, metrics["score_kind"], extras)
     run_dir.write_metrics(metrics)
     write_logs(run_dir, session.state)
     run_dir.write_table("before_after", before_after_rows(metrics["before"], metrics["after"]),
                         ["metric", "before", "after"])
+
+
+def write_test_embeddings(run_dir_path, embeddings: torch.Tensor, labels: torch.Tensor,
+                          name: str = "embeddings_test.pt") -> Path:
+    """embeddings_test.pt: {"embeddings": (N, E) float32, "labels": (N,) int64}, written atomically into the run
+    folder (the losses study's PCA figure); the engine returns them in Session.fit's extras."""
+    obj = {"embeddings": torch.as_tensor(embeddings).detach().float().cpu(),
+           "labels": torch.as_tensor(labels).detach().long().cpu()}
+    return atomic_write(Path(run_dir_path) / name, lambda fh: torch.save(obj, fh))
 
 
 def _write_predictions(run_dir: RunDir, session: Session, y_score, y_true, score_kind: str, extras: dict) -> None:

@@ -1,27 +1,23 @@
 """Backbone registry: each entry builds a feature extractor `(B, C, H, W) -> (B, F)` without a classifier.
 
+`MODELS` maps model.name to a `ModelSpec`: our own backbones by their short names (resnet18, smallcnn, ...), and, on
+lookup, every `tv:<name>` / `timm:<name>` of the model zoos (dlstudy.models.zoo). One `ModelSpec` shape for all
+three, so `build_backbone`, the `Classifier` around it and the weights loader are one code path.
+
 Torchvision models are built with `weights=None` (weights are loaded separately by `dlstudy.models.weights`), their
 classifier replaced by `nn.Identity`, so their state-dict keys stay torchvision's and an ImageNet file loads as is.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import difflib
+from collections.abc import Iterator, Mapping
 from typing import Callable
 
 import torch
 from torch import nn
 
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    builder: Callable[[int, int, bool], nn.Module]  # (in_channels, image_size, small_stem) -> backbone
-    feature_dim: int  # F of the pooled features
-    weights_enum: str | None  # torchvision.models.<enum> holding the ImageNet weights; None: no pretrained weights
-    has_batchnorm: bool  # BatchNorm needs batch size >= 2 in training (the optimizer study's batch-1 arm)
-    stem_conv: str | None = None  # state-dict key prefix of the first conv (adapted to 1-channel inputs, 3x3 stem)
-    head_prefix: str | None = None  # torchvision's classifier key prefix, dropped when loading its weights
+from dlstudy.models.spec import ModelSpec
 
 
 def _small_stem_conv(in_channels: int, out_channels: int) -> nn.Conv2d:
@@ -141,23 +137,108 @@ def _tv(name: str) -> Callable[..., nn.Module]:
     return factory
 
 
-MODELS: dict[str, ModelSpec] = {
-    "resnet18": ModelSpec("resnet18", _resnet(_tv("resnet18")), 512, "ResNet18_Weights", True, "conv1", "fc"),
-    "resnet50": ModelSpec("resnet50", _resnet(_tv("resnet50")), 2048, "ResNet50_Weights", True, "conv1", "fc"),
+OWN_MODELS: dict[str, ModelSpec] = {
+    "resnet18": ModelSpec("resnet18", _resnet(_tv("resnet18")), 512, "ResNet18_Weights", True, "fc"),
+    "resnet50": ModelSpec("resnet50", _resnet(_tv("resnet50")), 2048, "ResNet50_Weights", True, "fc"),
     "densenet121": ModelSpec("densenet121", _densenet(_densenet121), 1024, "DenseNet121_Weights", True,
-                             "features.conv0", "classifier"),
-    "resnet10": ModelSpec("resnet10", _resnet(_resnet10), 512, None, True, "conv1", "fc"),
-    "densenet-small": ModelSpec("densenet-small", _densenet(_densenet_small), 258, None, True, "features.conv0",
-                                "classifier"),
-    "airbench": ModelSpec("airbench", _airbench, 256, None, True, "stem.0"),
+                             "classifier"),
+    "resnet10": ModelSpec("resnet10", _resnet(_resnet10), 512, None, True, "fc"),
+    "densenet-small": ModelSpec("densenet-small", _densenet(_densenet_small), 258, None, True, "classifier"),
+    "airbench": ModelSpec("airbench", _airbench, 256, None, True),
     "smallcnn": ModelSpec("smallcnn", _smallcnn, 128, None, False),
     "mlp": ModelSpec("mlp", _mlp, 256, None, False),
 }
 
 
+class ModelRegistry(Mapping[str, ModelSpec]):
+    """model.name -> ModelSpec. Iterating (and len) gives our own short names; a lookup (`[]`, `in`, `.get`) also
+    resolves every `tv:<name>` / `timm:<name>` of the model zoos, lazily: `"timm:convnext_atto" in MODELS` is True
+    without listing timm's thousand models. `dlstudy models` lists them all (dlstudy.models.zoo.zoo_names)."""
+
+    def __init__(self, own: dict[str, ModelSpec]):
+        self._own = own
+
+    def __getitem__(self, name: str) -> ModelSpec:
+        if name in self._own:
+            return self._own[name]
+        from dlstudy.models.zoo import resolve
+
+        spec = resolve(name) if isinstance(name, str) else None
+        if spec is None:
+            raise KeyError(name)
+        return spec
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._own)
+
+    def __len__(self) -> int:
+        return len(self._own)
+
+
+MODELS = ModelRegistry(OWN_MODELS)
+
+
+def unknown_model_message(name: str, key: str = "model.name") -> str:
+    """`key`: unknown model, with the close matches among every name (ours, tv:, timm:) and where to list them."""
+    from dlstudy.models.zoo import PREFIXES, zoo_names
+
+    everything = list(OWN_MODELS) + zoo_names()
+    close = difflib.get_close_matches(name, everything, n=5, cutoff=0.6)
+    if not close and not name.startswith(PREFIXES):  # a bare zoo name: resnet34 -> tv:resnet34, timm:resnet34
+        close = [n for n in (p + name for p in PREFIXES) if n in everything]
+    hint = f"close matches: {', '.join(close)}; " if close else ""
+    return (f"{key}: unknown model {name!r}; {hint}our own models are {sorted(OWN_MODELS)}, and tv:<name> / "
+            f"timm:<name> name any torchvision / timm model (`dlstudy models PATTERN` lists them)")
+
+
 def get_spec(name: str) -> ModelSpec:
     from dlstudy.errors import ConfigError
 
-    if name not in MODELS:
-        raise ConfigError(f"model.name: unknown model {name!r}; valid models are {sorted(MODELS)}")
-    return MODELS[name]
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ConfigError(unknown_model_message(name)) from None
+
+
+@torch.no_grad()
+def measure_feature_dim(backbone: nn.Module, name: str, in_channels: int, image_size: int) -> int:
+    """F of `backbone`'s (B, F) output, from one zero image on its device (meta included); a ConfigError naming
+    the model and the image shape when it cannot take such images (too small for its downsampling, a ViT's size
+    not a multiple of its patch)."""
+    param = next(backbone.parameters(), None)
+    x = torch.zeros(1, in_channels, image_size, image_size, device=param.device if param is not None else None)
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        out = backbone(x)
+    except Exception as exc:  # noqa: BLE001 - each architecture fails its own way on a size it cannot take
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise _shape_error(name, in_channels, image_size, f"{type(exc).__name__}: {first}") from None
+    finally:
+        backbone.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.ndim != 2:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise _shape_error(name, in_channels, image_size, f"it returns {got}, not (B, F) pooled features")
+    return int(out.shape[1])
+
+
+def _shape_error(name: str, in_channels: int, image_size: int, why: str):
+    from dlstudy.errors import ConfigError
+
+    return ConfigError(f"model.name={name!r} does not take {in_channels}-channel {image_size}x{image_size} images "
+                       f"({why}); set data.image_size to a size it accepts (ImageNet models: 224; ViTs: a "
+                       f"multiple of the patch size)")
+
+
+def build_backbone(spec: ModelSpec, in_channels: int, image_size: int, small_stem: bool) -> tuple[nn.Module, int]:
+    """(backbone, F): `spec`'s feature extractor for `in_channels` x image_size^2 images, with random weights.
+
+    Zoo models are measured with one forward pass (F, and a clear error for a size they cannot take)."""
+    if spec.source == "dlstudy":
+        return spec.builder(in_channels, image_size, small_stem), spec.feature_dim
+    try:
+        backbone = spec.builder(in_channels, image_size, small_stem)
+    except Exception as exc:  # noqa: BLE001 - e.g. a ViT's image size that is not a multiple of its patch
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise _shape_error(spec.name, in_channels, image_size, f"{type(exc).__name__}: {first}") from None
+    return backbone, measure_feature_dim(backbone, spec.name, in_channels, image_size)

@@ -1,13 +1,20 @@
 """Weights resolution: `none | imagenet | PATH | RUN_DIR` into a `Classifier`, offline-friendly.
 
-- `imagenet`: torchvision's weight enum gives the file name; the file is looked for in torchvision's standard cache
-  `$TORCH_HOME/hub/checkpoints/<file>` (torch.hub.get_dir()), downloaded only when missing and a network is there.
-- `PATH`: a torchvision-style state dict (keys `conv1.weight`, ...), a `Classifier` state dict (`backbone.*`), or a
+- `imagenet`, our backbones and `tv:` models: torchvision's weight enum gives the file name; the file is looked for
+  in torchvision's standard cache `$TORCH_HOME/hub/checkpoints/<file>` (torch.hub.get_dir()), downloaded only when
+  missing and a network is there (`DLSTUDY_OFFLINE=1` forbids it).
+- `imagenet`, `timm:` models: the model's pretrained config names a Hugging Face repo (`timm/<name>.<tag>`); its
+  `model.safetensors` (else `pytorch_model.bin`) is looked up in the Hugging Face cache ($HF_HUB_CACHE, else
+  $HF_HOME/hub, else ~/.cache/huggingface/hub) with `huggingface_hub.try_to_load_from_cache`, which reads the disk
+  only; never downloaded. A few old timm configs name a URL only: its file in torchvision's cache folder then.
+- `PATH`: a `.safetensors` file or a torch file (`.pth` / `.pt`) holding the zoo's own state dict (torchvision keys
+  `conv1.weight`, timm keys, ...; a backbone's `state_dict()`), a `Classifier` state dict (`backbone.*`), or a
   dlstudy checkpoint (`{"model": state_dict, ...}`).
 - `RUN_DIR`: a previous run folder; its `checkpoints/best.pt` (else `last.pt`) is used.
 
-Every file loads with `weights_only=True`. The classification head is never taken from ImageNet files, and from a
-checkpoint only when its shape matches (so a different number of classes gets a new head).
+Every torch file loads with `weights_only=True`. The classification head is never taken from ImageNet files, and from
+a checkpoint only when its shape matches (so a different number of classes gets a new head). A 3-channel kernel
+that meets a 1-channel model (grey images) is summed over its input channels: the same response to a grey image.
 """
 
 from __future__ import annotations
@@ -38,14 +45,63 @@ class WeightsReport:
 
 
 def imagenet_file(spec) -> tuple[str, str, Path]:
-    """(url, file name, cache folder) of `spec`'s ImageNet weights."""
+    """(url, file name, cache folder) of `spec`'s torchvision ImageNet weights (ours and `tv:` models)."""
     import torchvision.models
 
     if spec.weights_enum is None:
         raise WeightsError(f"model.weights=imagenet: model {spec.name!r} has no ImageNet weights; use weights=none "
-                           f"or a model with them (resnet18, resnet50, densenet121)")
+                           f"or a model with them (resnet18, resnet50, densenet121, any tv:<name>, timm models "
+                           f"that `dlstudy models` lists with weights)")
     url = getattr(torchvision.models, spec.weights_enum).DEFAULT.url
     return url, url.rsplit("/", 1)[-1], Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache, read from the environment now (huggingface_hub reads it once, at import)."""
+    env = os.environ
+    explicit = env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    home = env.get("HF_HOME") or os.path.join(env.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
+def _timm_files(spec) -> tuple[str | None, list[str], str | None]:
+    """(Hugging Face repo id, file names in the order tried, URL) of a timm model's pretrained weights."""
+    from dlstudy.models.zoo import timm_pretrained_cfg
+
+    cfg = timm_pretrained_cfg(spec.arch)
+    repo = (cfg.get("hf_hub_id") or "").split("@")[0] or None
+    names = [cfg["hf_hub_filename"]] if cfg.get("hf_hub_filename") else ["model.safetensors", "pytorch_model.bin"]
+    return repo, names, cfg.get("url") or None
+
+
+def find_imagenet(spec) -> tuple[Path | None, str]:
+    """(the ImageNet weights file of `spec` found on this disk, or None; where it was looked for, in words).
+
+    Reads the disk only: never downloads, never opens a connection (the Hugging Face lookup is
+    `try_to_load_from_cache`, a cache read by contract)."""
+    if spec.source != "timm":
+        if spec.weights_enum is None:
+            return None, "no ImageNet weights"
+        _, name, folder = imagenet_file(spec)
+        return ((folder / name) if (folder / name).is_file() else None), f"{name} in {folder}"
+    from huggingface_hub import try_to_load_from_cache
+
+    repo, names, url = _timm_files(spec)
+    cache, places = hf_cache_dir(), []
+    if repo:
+        for name in names:
+            found = try_to_load_from_cache(repo, name, cache_dir=str(cache))
+            if isinstance(found, str):  # else None (never cached) or a marker (known missing upstream)
+                return Path(found), f"{name} of {repo} in {cache}"
+        places.append(f"{' or '.join(names)} of the Hugging Face repo {repo} in the cache {cache}")
+    if url:
+        folder = Path(torch.hub.get_dir()) / "checkpoints"
+        if (folder / url.rsplit("/", 1)[-1]).is_file():
+            return folder / url.rsplit("/", 1)[-1], f"{url.rsplit('/', 1)[-1]} in {folder}"
+        places.append(f"{url.rsplit('/', 1)[-1]} in {folder}")
+    return None, " and ".join(places) or "no pretrained weights in timm's config"
 
 
 _TORCH_MAGIC = (b"PK\x03\x04", b"\x80")  # torch.save's zip format; a legacy (protocol >= 2) pickle
@@ -82,7 +138,21 @@ def load_torch_file(path: str | Path, what: str = "weights file") -> object:
                            f"checkpoint") from None
 
 
+def load_safetensors(path: str | Path) -> dict:
+    """{name: tensor} of a .safetensors file (no code can run from it); WeightsError naming the file otherwise."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"weights file {path} is not a readable .safetensors file ({exc}); expected a "
+                           f"safetensors state dict (name -> tensor)") from None
+
+
 def _load_file(path: Path) -> dict:
+    if Path(path).suffix == ".safetensors":
+        return load_safetensors(path)
     obj = load_torch_file(path)
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]  # a dlstudy checkpoint
@@ -93,6 +163,15 @@ def _load_file(path: Path) -> dict:
 
 
 def _fetch_imagenet(spec) -> tuple[Path, dict]:
+    if spec.source == "timm":
+        path, where = find_imagenet(spec)
+        if path is None:
+            raise WeightsError(
+                f"ImageNet weights for {spec.name} not found on this machine: looked for {where}. dlstudy never "
+                f"downloads timm weights: on a machine with a network run `hf download {_timm_files(spec)[0]}` "
+                f"(or timm.create_model('{spec.arch}', pretrained=True)) and copy the cache folder here, set "
+                f"HF_HOME / HF_HUB_CACHE to where it is, or give model.weights a .safetensors / .pth file")
+        return path, _load_file(path)
     url, name, folder = imagenet_file(spec)
     path = folder / name
     if not path.is_file():
@@ -126,17 +205,27 @@ def _torchvision_to_classifier(state: dict, spec) -> dict:
     return out
 
 
-def _adapt_stem(state: dict, spec, in_channels: int) -> dict:
-    """3-channel pretrained first conv -> `in_channels`: summed for grey images (same response to a grey image)."""
-    key = f"backbone.{spec.stem_conv}.weight" if spec.stem_conv else None
-    if key is None or key not in state or state[key].shape[1] == in_channels:
-        return state
-    w = state[key]  # (64, 3, k, k)
-    if in_channels == 1:
-        w = w.sum(dim=1, keepdim=True)
-    else:  # repeat the RGB filters and rescale so the activation scale stays the same
-        w = w.repeat(1, (in_channels + 2) // 3, 1, 1)[:, :in_channels] * (3 / in_channels)
-    return {**state, key: w}
+def _adapt_stem(state: dict, own: dict, in_channels: int) -> dict:
+    """Input kernels of another channel count -> `in_channels`, for every file conv kernel (O, 3 or 1, k, k) whose
+    model tensor is (O, in_channels, k, k) (the stem: a ResNet's conv1, a ViT's patch embedding, ...), so that a
+    grey image gives the same response as before:
+      RGB file, grey model       summed over the 3 input channels (timm's adapt_input_conv does the same)
+      grey file, C-channel model repeated C times and divided by C (a grey image replicated to C channels)
+      RGB file, C-channel model  repeated and rescaled by 3 / C"""
+    out = dict(state)
+    for key, w in state.items():  # w: (O, C_file, k, k)
+        mine = own.get(key)
+        if (mine is None or w.ndim != 4 or mine.ndim != 4 or w.shape[1] not in (1, 3)
+                or w.shape[1] == in_channels or mine.shape[1] != in_channels
+                or (mine.shape[0], *mine.shape[2:]) != (w.shape[0], *w.shape[2:])):
+            continue
+        if w.shape[1] == 1:
+            out[key] = w.repeat(1, in_channels, 1, 1) / in_channels
+        elif in_channels == 1:
+            out[key] = w.sum(dim=1, keepdim=True)
+        else:  # repeat the RGB filters and rescale so the activation scale stays the same
+            out[key] = w.repeat(1, (in_channels + 2) // 3, 1, 1)[:, :in_channels] * (3 / in_channels)
+    return out
 
 
 def _resolve_path(weights: str) -> Path:
@@ -149,7 +238,8 @@ def _resolve_path(weights: str) -> Path:
                            f"{path / 'checkpoints' / 'best.pt'} (or last.pt)")
     if not path.is_file():
         raise WeightsError(f"model.weights={weights!r}: no such file or run folder; expected none, imagenet, "
-                           f"a state-dict / checkpoint file, or a run folder holding checkpoints/best.pt")
+                           f"a .safetensors / .pth state-dict or checkpoint file, or a run folder holding "
+                           f"checkpoints/best.pt")
     return path
 
 
@@ -164,10 +254,12 @@ def load_weights(model: nn.Module, spec, weights: str, in_channels: int) -> Weig
         state = _load_file(path)
     if state and all(k.startswith("module.") for k in state):  # saved from a DDP-wrapped model
         state = {k[len("module."):]: v for k, v in state.items()}
-    if not any(k.startswith("backbone.") for k in state):
+    if not any(k.startswith("backbone.") for k in state):  # the zoo's own keys (a backbone's state_dict())
+        if spec.state_filter is not None:
+            state = spec.state_filter(state, model.backbone)
         state = _torchvision_to_classifier(state, spec)
-    state = _adapt_stem(state, spec, in_channels)
     own = model.state_dict()
+    state = _adapt_stem(state, own, in_channels)
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not any(k.startswith("backbone.") for k in usable):
         raise WeightsError(f"weights file {path}: none of its {len(state)} tensors fit model {spec.name!r} "

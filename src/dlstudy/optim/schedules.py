@@ -15,7 +15,7 @@ from dlstudy.config import TrainConfig
 from dlstudy.errors import ConfigError
 
 
-SCHEDULES = ("constant", "step", "cosine", "onecycle")
+SCHEDULES = ("constant", "step", "cosine", "linear", "onecycle")
 # One-cycle constants of Smith & Topin 2019 as torch.optim.lr_scheduler.OneCycleLR uses them: start at lr / 25,
 # peak at lr after 30% of the steps, end at lr / 25 / 1e4; both phases cosine.
 ONECYCLE_PCT_START = 0.3
@@ -33,7 +33,9 @@ def schedule_factor(step: int, *, schedule: str, total_steps: int, warmup_steps:
     """The lr multiplier used for optimizer step `step` (0-based): a pure function, the schedule's definition.
 
     constant: 1; step: gamma ** (step // decay_steps) (decay_steps = step_size epochs, counted from step 0);
-    cosine: 0.5 (1 + cos(pi u / (total - warmup))) with u = step - warmup, ending at 0;
+    cosine: 0.5 (1 + cos(pi u / (total - warmup))) with u = step - warmup; linear: 1 - u / (total - warmup), the
+    budgeted-training schedule of Li et al. (ICLR 2020). Both are exactly 0 at step == total_steps, the value the
+    scheduler holds once the last of the total_steps optimizer steps (0 .. total - 1) has been taken;
     onecycle: as torch's OneCycleLR without momentum cycling.
     Warm-up (constant, step, cosine): factor (step + 1) / warmup_steps for the first warmup_steps steps, so the
     first step uses lr / warmup_steps and step warmup_steps - 1 the full lr.
@@ -47,6 +49,9 @@ def schedule_factor(step: int, *, schedule: str, total_steps: int, warmup_steps:
     if schedule == "cosine":
         span = max(total_steps - warmup_steps, 1)
         return _cos_interp(1.0, 0.0, (step - warmup_steps) / span)
+    if schedule == "linear":
+        span = max(total_steps - warmup_steps, 1)
+        return max(1.0 - (step - warmup_steps) / span, 0.0)
     if schedule == "onecycle":
         peak = float(ONECYCLE_PCT_START * total_steps) - 1  # the step at which lr == max lr (torch's phase end)
         start, end = 1.0 / ONECYCLE_DIV, 1.0 / ONECYCLE_DIV / ONECYCLE_FINAL_DIV
@@ -124,8 +129,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, train_cfg: TrainConfig, st
     if train_cfg.schedule == "onecycle" and warmup > 0:
         raise ConfigError("train.warmup_epochs: onecycle has its own warm-up (the first 30% of steps); "
                           "set warmup_epochs: 0 with schedule: onecycle")
-    if warmup >= total and train_cfg.schedule == "cosine":
-        raise ConfigError(f"train.warmup_epochs={train_cfg.warmup_epochs} leaves no steps for the cosine decay "
-                          f"(epochs={train_cfg.epochs})")
+    if warmup >= total and train_cfg.schedule in ("cosine", "linear"):
+        raise ConfigError(f"train.warmup_epochs={train_cfg.warmup_epochs} leaves no steps for the "
+                          f"{train_cfg.schedule} decay (epochs={train_cfg.epochs})")
     return StepSchedule(optimizer, schedule=train_cfg.schedule, total_steps=total, warmup_steps=warmup,
                         decay_steps=train_cfg.step_size * steps_per_epoch, gamma=train_cfg.gamma)

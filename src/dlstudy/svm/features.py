@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -45,7 +46,8 @@ def feature_cache_key(data_cfg: dict, model: str, weights: str, image_size: int 
         st = path.stat()
         weights_id = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
     ident = json.dumps([FEATURE_CACHE_FORMAT, data_cfg, model, weights_id, image_size], sort_keys=True, default=str)
-    return f"{data_cfg.get('name', 'data')}-{model}-{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
+    stem = re.sub(r"[^A-Za-z0-9_.+-]+", "-", model)  # tv:/timm: names: no ':' in a file name (Windows)
+    return f"{data_cfg.get('name', 'data')}-{stem}-{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
 
 
 def cached(path: Path, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +26,7 @@ from dlstudy.config import StudyConfig
 from dlstudy.figures.study import scatter_panels_figure
 from dlstudy.losses.collapse import collapse_diagnostics
 from dlstudy.report.blocks import Figure, Heading, Paragraph, Table
-from dlstudy.studies.summary.records import ArmRun, fmt_mean_std, group_by_arm, mean_std, metric
+from dlstudy.studies.summary.records import ArmRun, config_value, fmt_mean_std, group_by_arm, mean_std, metric
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +49,11 @@ def pca_2d(x: np.ndarray) -> np.ndarray:
     return proj if proj.shape[1] == 2 else np.pad(proj, ((0, 0), (0, 2 - proj.shape[1])))
 
 
-def _cfg(run: ArmRun, section: str, key: str, default: Any = None) -> Any:
-    value = (run.config.get(section) or {}).get(key)
-    return default if value is None else value
-
-
 def loss_label(run: ArmRun) -> str:
     """'triplet + SVM' for a triplet arm classified by the SVM, 'cross-entropy' for ce, ..."""
-    name = _cfg(run, "loss", "name", "ce")
+    name = config_value(run, "loss", "name", "ce")
     label = LOSS_LABELS.get(name, name)
-    classifier = _cfg(run, "eval", "classifier", "head")
+    classifier = config_value(run, "eval", "classifier", "head")
     if classifier != "head":
         label += " + " + ("SVM" if classifier == "svm" else f"{classifier}".upper().replace("KNN", "k-NN"))
     return label
@@ -90,7 +84,7 @@ def results_table(study: StudyConfig, groups: dict[str, list[ArmRun]]) -> Table:
     rows = []
     for arm, runs in groups.items():
         ref = _reference(study, arm)
-        rows.append([_cfg(runs[0], "model", "name", "?"), loss_label(runs[0]), arm, len(runs)]
+        rows.append([config_value(runs[0], "model", "name", "?"), loss_label(runs[0]), arm, len(runs)]
                     + [fmt_mean_std(metric(r, key) for r in runs) for key, _ in COLUMNS]
                     + [ref.get("model", "—"), ref.get("loss", "—"), _fmt_reference(ref)])
     columns = (["Model", "Loss", "arm", "seeds"] + [col for _, col in COLUMNS]
@@ -117,7 +111,7 @@ def retrieval_table(groups: dict[str, list[ArmRun]]) -> Table | None:
 def summary_rows(study: StudyConfig, groups: dict[str, list[ArmRun]]) -> list[dict]:
     rows = []
     for arm, runs in groups.items():
-        row: dict = {"arm": arm, "model": _cfg(runs[0], "model", "name"), "loss": loss_label(runs[0]),
+        row: dict = {"arm": arm, "model": config_value(runs[0], "model", "name"), "loss": loss_label(runs[0]),
                      "n_seeds": len(runs), "seeds": " ".join(str(r.seed) for r in runs)}
         for key, _ in COLUMNS:
             row[f"{key}_mean"], row[f"{key}_std"] = mean_std(metric(r, key) for r in runs)
@@ -149,7 +143,7 @@ def load_test_embeddings(run: ArmRun) -> tuple[np.ndarray, np.ndarray] | None:
 
 def _triplet_losses(run: ArmRun) -> list[float]:
     """The training triplet loss per epoch from history.csv (train_loss when the objective is triplet alone)."""
-    keys = ["triplet", "train_triplet"] + (["train_loss"] if _cfg(run, "loss", "name") == "triplet" else [])
+    keys = ["triplet", "train_triplet"] + (["train_loss"] if config_value(run, "loss", "name") == "triplet" else [])
     for key in keys:
         values = [row.get(key) for row in run.history]
         values = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(float(v))]
@@ -163,10 +157,10 @@ def run_collapse(run: ArmRun, loaded: tuple[np.ndarray, np.ndarray] | None) -> d
     recorded = run.metrics.get("collapse")
     if isinstance(recorded, dict):
         return recorded
-    if loaded is None or "triplet" not in str(_cfg(run, "loss", "name", "")) or len(loaded[0]) < 2:
+    if loaded is None or "triplet" not in str(config_value(run, "loss", "name", "")) or len(loaded[0]) < 2:
         return None
-    margin = math.log(2.0) if _cfg(run, "loss", "triplet_soft", False) else float(
-        _cfg(run, "loss", "triplet_margin", 0.2))
+    margin = math.log(2.0) if config_value(run, "loss", "triplet_soft", False) else float(
+        config_value(run, "loss", "triplet_margin", 0.2))
     losses = _triplet_losses(run)
     return collapse_diagnostics(torch.as_tensor(loaded[0]), losses, margin, warn=False)
 

@@ -26,8 +26,9 @@ from dlstudy.config import StudyConfig
 from dlstudy.report.blocks import Figure, Heading, Paragraph, Table
 from dlstudy.figures.study import Band, curve_panels_figure, step_loss_figure
 from dlstudy.io import read_csv
-from dlstudy.studies.summary.records import (TRAIN_ACC_KEYS, ArmRun, final_value, first_present, fmt_mean_std,
-                                             group_by_arm, history_value, mean_std, train_accuracy)
+from dlstudy.studies.summary.records import (TRAIN_ACC_KEYS, ArmRun, config_value, first_present,
+                                             fmt_mean_std, group_by_arm, history_value, mean_std, protocol_of,
+                                             test_accuracy, train_accuracy)
 
 TRAIN_LOSS_KEYS = ("train_eval_loss", "train_loss")  # first present wins: the eval-mode subset, else running means
 WALL_KEY = "wall_s"  # derived: cumulative training seconds at the end of each epoch (history time_s is per epoch)
@@ -126,17 +127,6 @@ def default_target(runs_by_arm: dict[str, list[ArmRun]], key: str = "val_acc") -
 # ------------------------------------------------------------------------------------------------ reading runs
 
 
-def _cfg(run: ArmRun, section: str, key: str, default: Any = None) -> Any:
-    value = (run.config.get(section) or {}).get(key)
-    return default if value is None else value
-
-
-def _test_accuracy(run: ArmRun) -> float | None:
-    after = run.metrics.get("after")
-    value = run.metrics.get("accuracy", after.get("accuracy") if isinstance(after, dict) else None)
-    return float(value) if isinstance(value, (int, float)) else None
-
-
 def _train_time(run: ArmRun) -> float | None:
     """Total training seconds: metrics.json train_time_s, else the sum of the history's per-epoch time_s."""
     value = run.metrics.get("train_time_s")
@@ -174,7 +164,7 @@ def _step_loss_bands(groups: dict[str, list[ArmRun]], labels: dict[str, str]) ->
         for run in runs:
             steps = _read_steps(run)
             epochs = max((history_value(r, "epoch") for r in run.history), default=math.nan)
-            epochs = epochs if math.isfinite(epochs) and epochs > 0 else float(_cfg(run, "train", "epochs", 1))
+            epochs = epochs if math.isfinite(epochs) and epochs > 0 else float(config_value(run, "train", "epochs", 1))
             if steps:
                 x, y = bin_step_losses(steps, epochs)
                 curves.append([{"x": a, "y": b} for a, b in zip(x, y)])
@@ -219,14 +209,14 @@ def _reference(study: StudyConfig, arm: str) -> dict:
 def _arm_row(arm: str, runs: list[ArmRun], target: float | None, ref: dict) -> dict:
     """One summary.csv row: numbers for machines, plus the mean ± std strings the report table shows."""
     first = runs[0]
-    test = [_test_accuracy(r) for r in runs]
+    test = [test_accuracy(r) for r in runs]
     train = [train_accuracy(r) for r in runs]
     times = [_train_time(r) for r in runs]
     to_target = [time_to_target(r.history, target) for r in runs] if target is not None else []
     reached = [t for t in to_target if t is not None]
-    row = {"arm": arm, "label": ref.get("label", arm), "optimizer": _cfg(first, "optim", "name"),
-           "batch_size": _cfg(first, "train", "batch_size"),
-           "lr": ", ".join(sorted({f"{_cfg(r, 'optim', 'lr'):g}" for r in runs if _cfg(r, "optim", "lr")})),
+    row = {"arm": arm, "label": ref.get("label", arm), "optimizer": config_value(first, "optim", "name"),
+           "batch_size": config_value(first, "train", "batch_size"),
+           "lr": ", ".join(sorted({f"{config_value(r, 'optim', 'lr'):g}" for r in runs if config_value(r, "optim", "lr")})),
            "seeds": len(runs)}
     for name, values in (("test_accuracy", test), ("train_accuracy", train), ("time_s", times),
                          ("time_to_target_s", reached)):
@@ -294,14 +284,17 @@ def _protocol(groups: dict[str, list[ArmRun]], target: float | None, target_sour
     differences = config_differences(groups)
     fairness = ("arms differ only in optimizer, batch size and learning rate" if not differences else
                 f"WARNING, not an equal-effort comparison: the arms also differ in {', '.join(differences)}")
-    text = (f"Every arm trains model `{_cfg(first, 'model', 'name')}` on `{_cfg(first, 'data', 'name')}` for "
-            f"{_cfg(first, 'train', 'epochs')} epochs with the `{_cfg(first, 'train', 'schedule')}` schedule; "
+    text = (f"Every arm trains model `{config_value(first, 'model', 'name')}` on `{config_value(first, 'data', 'name')}` for "
+            f"{config_value(first, 'train', 'epochs')} epochs with the `{config_value(first, 'train', 'schedule')}` schedule; "
             f"{fairness}. Seeds {seeds}: numbers are mean ± "
             f"sample std over seeds. Losses and accuracies are measured each epoch on a fixed train subset and on "
             f"the validation split; test accuracy once, after training.")
     if target is not None:
         text += f" Target accuracy {target:.3f} ({target_source})."
     return Paragraph(text)
+
+
+# ------------------------------------------------------------------------------------------------ protocols
 
 
 # ------------------------------------------------------------------------------------------------ entry point
@@ -319,8 +312,10 @@ def summarize(study_dir: Path, study: StudyConfig, runs: list[ArmRun]) -> tuple[
         target, source = default_target(groups), "the lowest, over arms, of the mean best validation accuracy"
     rows = [_arm_row(arm, arm_runs, target, _reference(study, arm)) for arm, arm_runs in groups.items()]
     labels = {row["arm"]: f"{row['label']} (bs {row['batch_size']})" for row in rows}
-    blocks: list = [Heading("Optimizers at equal effort", 2), _protocol(groups, target, source),
-                    _results_table(rows, target)]
+    short, protocol = protocol_of(study_dir, list(groups))
+    title = "equal-effort tuning" if short.startswith("tuned") else "fixed learning rates"
+    blocks: list = [Heading(f"Optimizers: {title}", 2), _protocol(groups, target, source),
+                    Paragraph(f"Protocol: {protocol}."), _results_table(rows, target)]
     lr_table = _lr_search_table(study_dir, list(groups))
     if lr_table is not None:
         blocks.append(lr_table)

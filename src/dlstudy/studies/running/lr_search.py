@@ -138,7 +138,7 @@ def _candidate_row(search: LrSearch, lr: float, results: dict[Path, TaskResult])
     path = search.candidate_path(lr)
     result = results.get(path)
     if result is not None and not result.ok:
-        if result.error_type == TrainingDiverged.__name__:
+        if result.diverged:  # TrainingDiverged or a subclass (ScoresNotFinite), raised where the run ran
             return candidate_row(lr, None, diverged=True)
         raise RuntimeError(f"lr-search candidate {path.name} failed: {result.error}")
     history = load_arm_run(path).history if (path / "metrics.json").is_file() else []
@@ -159,7 +159,7 @@ def choose(search: LrSearch, results: dict[Path, TaskResult], first: RunTask) ->
             pass
         search.failure = TaskResult(first.arm, first.seed, first.path, False, 0.0,
                                     error=f"lr search: {type(exc).__name__}: {exc}".splitlines()[0][:300],
-                                    error_type=type(exc).__name__)
+                                    error_type=type(exc).__name__, diverged=isinstance(exc, TrainingDiverged))
         return
     atomic_write_csv(search.path / "lr_search.csv", rows)
     atomic_write_json(search.path / "chosen_lr.json", {"lr": lr, "lr_grid": grid, "seed": search.cfg.seed,

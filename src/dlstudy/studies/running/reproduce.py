@@ -79,13 +79,20 @@ def _plan(sections, tier: str, overrides: dict, seeds: list[int] | None, out: Pa
 
 def run_reproduce(out: str | Path, tier: str = "full", data_root: str | None = None, budget: str | None = None,
                   jobs: int = 1, only: list[str] | None = None, overrides: dict | None = None,
-                  executor: dict | None = None) -> tuple[Path, list]:
+                  executor: dict | None = None, minutes: float | None = None, remeasure: bool = False,
+                  plan_only: bool = False, started: float | None = None) -> tuple[Path | None, list]:
     """Run the studies in the reference report's order and write OUT/report.md / .html; returns (html, failures).
 
     `executor`: executor flags (dlstudy run's) for every study; one session (e.g. Ray connection) serves them all.
+    `minutes`: a time budget for the whole run (studies/running/budget.py), counted from `started` (default: now).
+    `plan_only`: log the plan and return (None, []) without running or writing anything.
     """
+    started = time.time() if started is None else started
+    if minutes is not None and budget is not None:
+        raise ConfigError(f"--minutes and --budget {budget} both set the training length; give one of them")
     out = Path(out)
-    sections = [s for s in SECTIONS if not only or s.study in only]
+    # one entry per study file: a section with several (Q3: two protocols x two datasets) runs each in order
+    sections = [part for s in SECTIONS if not only or s.study in only for part in s.parts()]
     unknown = sorted(set(only or []) - {s.study for s in SECTIONS})
     if unknown:
         raise ConfigError(f"--only: unknown study {unknown}; valid ones are {[s.study for s in SECTIONS]}")
@@ -101,17 +108,19 @@ def run_reproduce(out: str | Path, tier: str = "full", data_root: str | None = N
     session = resolve_executor(ExecutorConfig(), executor)  # a missing extra fails before anything runs
     check_output_folder(out)
     planned = _plan(sections, tier, layer, seeds, out)
-    estimates = _announce(planned, out, tier, budget)
-    record = {"tier": tier, "budget": budget, "data_root": data_root, "overrides": layer,
+    estimates, budgets = _announce(planned, out, tier, budget, minutes, started, jobs, remeasure)
+    if plan_only:
+        return None, []
+    record = {"tier": tier, "budget": budget, "minutes": minutes, "data_root": data_root, "overrides": layer,
               "env": environment_info(resolve_device("auto")), "sections": [], "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     with executor_session(session):
-        failures = _run_sections(planned, estimates, out, layer, jobs, seeds, executor, record)
+        failures = _run_sections(planned, estimates, out, layer, jobs, seeds, executor, record, budgets)
     _, html_path = write_reproduce_report(out)
     return html_path, failures
 
 
 def _run_sections(planned: list[tuple], estimates: list, out: Path, layer: dict, jobs: int, seeds: list[int] | None,
-                  executor: dict | None, record: dict) -> list[str]:
+                  executor: dict | None, record: dict, budgets: dict | None = None) -> list[str]:
     """Each planned study in turn (run_study), recorded in OUT/reproduce.json as it ends; returns the failures."""
     failures = []
     for i, (section, path, *_) in enumerate(planned):
@@ -121,7 +130,8 @@ def _run_sections(planned: list[tuple], estimates: list, out: Path, layer: dict,
         log.info("== %s (%s)%s", section.title, path.name, eta)
         start = time.time()
         try:
-            study_dir, results = run_study(path, out, layer, jobs=jobs, seeds=seeds, executor=executor)
+            study_dir, results = run_study(path, out, layer, jobs=jobs, seeds=seeds, executor=executor,
+                                           budget=(budgets or {}).get(planned[i][2].name))
             failed = [f"{r.arm}/seed-{r.seed}: {r.error}" for r in results if not r.ok]
         except DlstudyError as exc:  # e.g. a summary that cannot be built; the other studies still run
             study_dir, failed = out / load_study(path).name, [f"study failed: {exc}"]
@@ -133,16 +143,30 @@ def _run_sections(planned: list[tuple], estimates: list, out: Path, layer: dict,
     return failures
 
 
-def _announce(planned: list[tuple], out: Path, tier: str, budget: str | None) -> list[float | None]:
-    """Log the plan (sections, arms x seeds, data sizes, estimated time); returns the estimate per section.
+def _announce(planned: list[tuple], out: Path, tier: str, budget: str | None, minutes: float | None = None,
+              started: float = 0.0, jobs: int = 1, remeasure: bool = False) -> tuple[list[float | None], dict]:
+    """Log the plan (sections, arms x seeds, data sizes, estimated time); returns (the estimate per section,
+    {study name: budget.StudyBudget} when `minutes` is given, else {}).
 
-    Loads every dataset first, so a missing one fails here, before any run, naming the folders searched.
+    Loads every dataset first, so a missing one fails here, before any run, naming the folders searched. With
+    `minutes`, measures every arm's throughput (cached) and sets its steps; an impossible budget is a ConfigError.
     """
-    last = {} if budget else last_section_seconds(out, tier)
+    last = {} if budget or minutes is not None else last_section_seconds(out, tier)
     factor = None
-    if not budget and any(study.minutes for _, _, study, _ in planned):
+    if not budget and minutes is None and any(study.minutes for _, _, study, _ in planned):
         factor = calibration_seconds() / REFERENCE_CALIBRATION_S
     plans = [plan_section(section.title, study, tasks, last.get(section.study), factor)
              for section, _, study, tasks in planned]
+    budgets, text = {}, ""
+    if minutes is not None:
+        from dlstudy.studies.running.budget import plan_budgets
+
+        budgets, text = plan_budgets([(study, tasks) for _, _, study, tasks in planned], minutes, started,
+                                     jobs=jobs, remeasure=remeasure, device=resolve_device("auto"))
+        for p in plans:
+            if p.runs_left:
+                p.estimate_s, p.estimate_from = budgets[p.study].record["remaining_s"], "budget"
     log.info("%s", format_plan(plans, factor))
-    return [p.estimate_s for p in plans]
+    if text:
+        log.info("%s", text)
+    return [p.estimate_s for p in plans], budgets

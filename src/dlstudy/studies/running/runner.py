@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
@@ -31,8 +32,10 @@ from dlstudy.runs import check_folder_name, check_output_folder, environment_inf
 from dlstudy.studies.summary.arms import expand_arms
 from dlstudy.studies.running.executors import (EXECUTORS, Executor, executor_session, failed_result, open_executor,
                                        resolve_executor)
+from dlstudy.studies.running.held import filter_waits, held_result, settle
 from dlstudy.studies.running.lr_search import LrSearch, choose, plan_search, with_lr
 from dlstudy.studies.running.tasks import RunTask, TaskResult, config_differs, receive
+from dlstudy.tracking import require as require_trackers
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +43,17 @@ log = logging.getLogger(__name__)
 # ------------------------------------------------------------------------------------------------ study files
 
 
-def load_study(path: str | Path) -> StudyConfig:
-    """Read and type-check a study YAML file; errors name the file, the key and what was expected."""
+def load_study(path: str | Path, yes: bool = False, seeds: list[int] | None = None) -> StudyConfig:
+    """Read and type-check a study YAML file; errors name the file, the key and what was expected. A study of
+    more than MAX_RUNS runs (with `seeds` instead of its own, when given) must be confirmed first (`yes`, or the
+    file's `confirm_runs`)."""
     path = Path(path)
     data = load_yaml_mapping(path)
     try:
         study = from_dict(StudyConfig, data, "study")
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    check_run_count(study, path, yes, seeds)  # before expanding and validating every arm
     from dlstudy.studies import KINDS
 
     if study.kind not in KINDS:
@@ -65,18 +71,30 @@ def load_study(path: str | Path) -> StudyConfig:
     return study
 
 
+MAX_RUNS = 1000  # a study above this many runs is a likely typo in a grid: it waits for --yes / confirm_runs
+
+
+def check_run_count(study: StudyConfig, path: Path, yes: bool = False, seeds: list[int] | None = None) -> int:
+    """The study's arms x grid x seeds, counted without expanding them; ConfigError above MAX_RUNS unless `yes` or
+    the file's `confirm_runs` is at least the count."""
+    arms = max(1, len(study.arms)) * math.prod(len(v) if isinstance(v, list) else 1 for v in study.grid.values())
+    n_seeds = len(seeds or study.seeds)
+    count = arms * n_seeds
+    if count > MAX_RUNS and not yes and (study.confirm_runs or 0) < count:
+        raise ConfigError(f"{path}: the study expands to {count:,} runs ({arms:,} arm(s) x {n_seeds} seed(s)), more "
+                          f"than {MAX_RUNS:,}: check its arms and grid, then confirm with --yes or `confirm_runs: "
+                          f"{count}` in the study file")
+    if count > MAX_RUNS:
+        log.info("%s: %d runs (%d arm(s) x %d seed(s)); validating every arm first", path, count, arms, n_seeds)
+    return count
+
+
 def _check_claims(study: StudyConfig, path: Path) -> None:
-    """reference.claims: each {text, better: ARM, worse: ARM} or {text, overfits: ARM}, naming arms of the study."""
-    claims = study.reference.get("claims", []) if isinstance(study.reference, dict) else []
-    arms = {a.name for a in expand_arms(study)}
-    for i, claim in enumerate(claims if isinstance(claims, list) else [claims]):
-        where = f"{path}: reference.claims[{i}]"
-        if not isinstance(claim, dict) or not ({"better", "worse"} <= set(claim) or "overfits" in claim):
-            raise ConfigError(f"{where}: expected {{text, better: ARM, worse: ARM}} or {{text, overfits: ARM}}, "
-                              f"got {claim!r}")
-        unknown = [claim[k] for k in ("better", "worse", "overfits") if k in claim and claim[k] not in arms]
-        if unknown:
-            raise ConfigError(f"{where}: arm {unknown[0]!r} is not an arm of the study ({sorted(arms)})")
+    """reference.claims is no longer read: the reference report's claims live in one registry (CLAIMS)."""
+    if isinstance(study.reference, dict) and "claims" in study.reference:
+        raise ConfigError(f"{path}: reference.claims is not read any more: the reference report's claims are defined "
+                          f"once, in dlstudy.studies.summary.claims.CLAIMS (checked against every study of their "
+                          f"kind by `dlstudy reproduce` / `dlstudy results`); remove the key")
 
 
 def _check_registries(cfg: RunConfig, where: str) -> None:
@@ -96,6 +114,10 @@ def _check_registries(cfg: RunConfig, where: str) -> None:
         except (ImportError, AttributeError):
             continue
         if value not in registry:
+            if key == "model.name":  # ours, tv: and timm: names: the close matches, not ~1,500 names
+                from dlstudy.models.backbones import unknown_model_message
+
+                raise ConfigError(f"{where}: {unknown_model_message(value, key)}")
             raise ConfigError(f"{where}: {key}: unknown name {value!r}; valid names are {sorted(registry)}")
 
 
@@ -106,7 +128,9 @@ def plan_study(study: StudyConfig, out: str | Path, overrides: dict | None = Non
         raise ConfigError(f"{source}: study.seeds is empty; give at least one seed, e.g. seeds: [0]")
     study_dir = Path(out) / study.name
     tasks = []
-    for arm in expand_arms(study):
+    arms = expand_arms(study)
+    arm_names = {a.name for a in arms}
+    for arm in arms:
         for seed in study.seeds:
             where = f"{source}: arm {arm.name!r}"
             try:
@@ -114,7 +138,7 @@ def plan_study(study: StudyConfig, out: str | Path, overrides: dict | None = Non
             except ConfigError as exc:
                 raise ConfigError(f"{where}: {exc}") from None
             _check_registries(cfg, where)
-            cfg = resolve_arm_weights(cfg, Path(out), study.name, {a.name for a in expand_arms(study)}, where)
+            cfg = resolve_arm_weights(cfg, Path(out), study.name, arm_names, where)
             tasks.append(RunTask(arm.name, seed, cfg, study_dir / arm.name / f"seed-{seed}"))
     return tasks
 
@@ -172,13 +196,16 @@ PROGRESS_EVERY_S = 60.0  # a progress line at least this often while runs are in
 
 def _diverged_candidate(result: TaskResult) -> bool:
     """A learning-rate candidate that diverged: a row of its arm's search, not a failure."""
-    return result.path.parent.name == "lr-search" and result.error_type == "TrainingDiverged"
+    return result.path.parent.name == "lr-search" and result.diverged
 
 
 def _log_result(result: TaskResult) -> None:
     search = "lr-search/" if result.path.parent.name == "lr-search" else ""
     where = f"{result.arm}/{search}{result.path.name}"
-    if _diverged_candidate(result):
+    if result.held_by:  # another live process trains it (or a run it waits for): skipped here, waited for later
+        reason = "in progress" if result.error_type == "RunLocked" else result.error.split(",")[0]
+        log.info("  %s: %s in %s, skipped", where, reason, result.held_by)
+    elif _diverged_candidate(result):
         log.info("  diverged %s (%s): a row of the lr search", where, result.error)
     elif result.ok:
         acc = (result.metrics or {}).get("accuracy")
@@ -199,7 +226,7 @@ class Progress:
     def ended(self, result: TaskResult, in_flight: int) -> None:
         _log_result(result)
         self.done += 1
-        self.failed += not result.ok and not _diverged_candidate(result)
+        self.failed += not result.ok and not _diverged_candidate(result) and not result.held_by
         self.report(in_flight)
 
     def report(self, in_flight: int) -> None:
@@ -248,14 +275,18 @@ def schedule(tasks: list[RunTask], executor: Executor, after: dict[Path, list[tu
     for path, extra in (after or {}).items():
         needs.setdefault(path, []).extend(extra)
     ended: dict[Path, bool] = {}
+    held: dict[Path, TaskResult] = {}  # skipped: another live process trains them (held.settle waits for them)
     waiting, in_flight, results = list(tasks), {}, []
     progress = Progress(len(tasks), executor)
 
     def end(result: TaskResult) -> None:
-        ended[result.path] = result.ok
+        if result.held_by:
+            held[result.path] = result
+        else:
+            ended[result.path] = result.ok
         results.append(receive(result))
         progress.ended(result, len(in_flight))
-        if on_result:
+        if on_result and not result.held_by:
             on_result(result)
 
     try:
@@ -265,7 +296,11 @@ def schedule(tasks: list[RunTask], executor: Executor, after: dict[Path, list[tu
             for task in waiting:
                 deps = needs.get(task.path, [])
                 failed = [d for d, must in deps if must and ended.get(d) is False]
-                if failed:
+                waits = [held[d] for d, _ in deps if d in held]
+                if waits:
+                    end(held_result(task, waits[0].held_by, f"waits for {waits[0].label}, in progress",
+                                    "waits"))
+                elif failed:
                     end(_record_failure(failed_result(task, f"waits for {failed[0]}, which failed")))
                 elif any(d not in ended for d, _ in deps) or (room is not None and len(batch) >= room):
                     still.append(task)
@@ -316,19 +351,31 @@ def _plan_searches(todo: list[RunTask]) -> tuple[dict[str, LrSearch], list[RunTa
 
 
 def run_study(study_path: str | Path, out: str | Path, overrides: dict | None = None, jobs: int = 1,
-              seeds: list[int] | None = None, executor: dict | None = None) -> tuple[Path, list[TaskResult]]:
+              seeds: list[int] | None = None, executor: dict | None = None,
+              budget=None, wait: bool = True, yes: bool = False) -> tuple[Path, list[TaskResult]]:
     """Validate, run the unfinished arm x seed folders, then write summary.csv and the study report.
 
     `executor`: the command's executor flags (name, address, cpus_per_run, ...) over the study's `executor:`
-    block. Returns (study_dir, results of the runs done now); finished folders (DONE) are skipped.
+    block. `budget`: a budget.StudyBudget (`--minutes`): each arm's step count, written to budget.json with the
+    real minutes at the end. Returns (study_dir, results of the runs done now); finished folders (DONE) are skipped.
     """
-    study = load_study(study_path)
+    started = time.time()
+    study = load_study(study_path, yes=yes, seeds=seeds)  # yes: more than MAX_RUNS runs confirmed
     if seeds:
         study.seeds = list(seeds)
     executor_cfg = resolve_executor(study.executor, executor)  # a missing extra fails before anything is written
     tasks = plan_study(study, out, overrides, source=str(study_path))  # validates every arm before running
+    trackers = list(dict.fromkeys(n for t in tasks for n in t.cfg.train.log))  # --log / train.log of the arms
+    require_trackers(trackers)  # a missing `tracking` extra fails before anything is written
     study_dir = check_output_folder(check_output_folder(out) / study.name, "study folder")  # before any run
     write_study_files(study_dir, study, overrides)
+    if trackers:  # the MLflow experiment made before any run: the runs' processes only add to it
+        from dlstudy.tracking.study import prepare_study
+
+        prepare_study(study_dir, trackers, study.description)
+    if budget is not None:  # each arm's budgeted steps (train.epochs x max_steps_per_epoch); budget.json beside
+        tasks = budget.apply(tasks)
+        budget.write(study_dir)
     todo = [t for t in tasks if not t.done]
     for t in tasks:
         if t.done and not t.cfg.optim.lr_grid and config_differs(t.path, t.cfg):
@@ -356,14 +403,23 @@ def run_study(study_path: str | Path, out: str | Path, overrides: dict | None = 
         log.info("study %s: %d run(s), %d finished, %d to run (%s)", study.name, len(tasks), len(tasks) - len(todo),
                  len(todo), runner.describe())
         try:
-            results = schedule(candidates + todo, runner, after, prepare,
-                               on_result=lambda r: results_by_path.__setitem__(r.path, r))
+            on_result = lambda r: results_by_path.__setitem__(r.path, r)  # noqa: E731
+            results = schedule(candidates + todo, runner, after, prepare, on_result)
+            # runs another live process trains: wait for them (or StudyInProgress with wait=False), then read them
+            results = settle(results, candidates + todo, lambda again: schedule(
+                again, runner, filter_waits(after, again), prepare, on_result), wait, study.name)
         finally:
             runner.close()
     results = [r for r in results if r.path.parent.name != "lr-search"]  # candidates are the search's, not runs
     from dlstudy.studies.summary.study_report import write_study_report
 
     write_study_report(study_dir)
+    if trackers:  # HParams of every run; runs finished earlier or logged nowhere exported from their folders
+        from dlstudy.tracking.study import log_study
+
+        log_study(study_dir, trackers, study.description)
+    if budget is not None:
+        budget.finish(study_dir, time.time() - started)
     return study_dir, results
 
 

@@ -28,8 +28,9 @@ from typing import Any, Iterator
 import yaml
 
 from dlstudy.config import RunConfig, build_run_config, drop_retired_keys, dump_yaml, load_yaml_mapping
+from dlstudy.errors import DlstudyError, RunLocked, TrainingDiverged
 from dlstudy.io import atomic_write_text, read_json
-from dlstudy.runs import RunDir, is_finished
+from dlstudy.runs import LOCK_FILE, RunDir, is_finished, lock_run
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +66,17 @@ class TaskResult:
     seconds: float
     error: str = ""  # one line for the console; the traceback is in <run>/error.txt
     metrics: dict | None = None
-    error_type: str = ""  # the exception's class name (TrainingDiverged marks a failed lr candidate, not a bug)
+    error_type: str = ""  # the exception's class name
+    diverged: bool = False  # the run raised a TrainingDiverged (or a subclass): a failed lr candidate, not a bug
+    held_by: str = ""  # skipped: another live process holds the run's lock ("process 1234"), or a run it waits for
     node: str = ""  # where the run executed: host name (and Ray node id)
     archive: bytes | None = field(default=None, repr=False)  # the run folder as a tar when --out is not shared
+
+    @property
+    def label(self) -> str:
+        """arm/seed-0, or arm/lr-search/lr-0.1 (as RunTask.label)."""
+        return f"{self.arm}/{self.path.name}" if self.path.parent.name == self.arm else \
+            f"{self.arm}/{self.path.parent.name}/{self.path.name}"
 
 
 @dataclass(frozen=True)
@@ -129,21 +138,37 @@ def cpu_threads(threads: int | None) -> Iterator[None]:
 def run_one(task: RunTask, job: Any = None, threads: int | None = None, nproc: int = 1) -> TaskResult:
     """Run one task into its folder; never raises, failures are returned (with <run>/error.txt).
 
-    A finished folder with the same config is not run again (a retried task whose first attempt finished, or a
-    run another driver finished meanwhile). A folder left by an interrupted run resumes when its config is the
-    same (the job decides how); otherwise it starts from scratch. `threads`: torch threads for this run (None:
-    as the process has). `nproc` > 1: a DistributedDataParallel run of that many processes (torchrun).
+    The run folder's lock is held throughout (dlstudy.runs.lock_run): a run another live process holds comes
+    back at once with `held_by` set. A finished folder with the same config is not run again (a retried task
+    whose first attempt finished, or a run another driver finished meanwhile). A folder left by an interrupted
+    run resumes when its config is the same (the job decides how); otherwise it starts from scratch. `threads`:
+    torch threads for this run (None: as the process has). `nproc` > 1: a DistributedDataParallel run of that
+    many processes (torchrun).
     """
     _ensure_job(task.cfg.task, job)
     start, node = time.time(), socket.gethostname()
     try:
+        lock = lock_run(task.path)  # held while this process trains the run; another live holder: skipped
+    except RunLocked as exc:
+        return TaskResult(task.arm, task.seed, task.path, False, 0.0, error=str(exc), error_type="RunLocked",
+                          held_by=exc.holder, node=node)
+    except OSError as exc:  # e.g. a read-only --out: the run fails, the study goes on
+        return TaskResult(task.arm, task.seed, task.path, False, 0.0, error=f"{type(exc).__name__}: {exc}"[:300],
+                          error_type=type(exc).__name__, node=node)
+    with lock:
+        return _run_locked(task, threads, nproc, start, node)
+
+
+def _run_locked(task: RunTask, threads: int | None, nproc: int, start: float, node: str) -> TaskResult:
+    try:
         if is_finished(task.path) and not config_differs(task.path, task.cfg):
             return TaskResult(task.arm, task.seed, task.path, True, 0.0, metrics=read_json(task.path / "metrics.json"),
                               node=node)
-        left = [p for p in task.path.iterdir() if p.name != "error.txt"] if task.path.is_dir() else []
+        left = [p for p in task.path.iterdir() if p.name not in ("error.txt", LOCK_FILE)]
         resume = bool(left) and not config_differs(task.path, task.cfg)
-        if task.path.is_dir() and not resume:
-            shutil.rmtree(task.path)  # stale files of another config must not mix into this run's folder
+        if not resume:  # stale files of another config must not mix into this run's folder (the lock stays)
+            for stale in left:
+                shutil.rmtree(stale) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
         (task.path / "error.txt").unlink(missing_ok=True)
         with cpu_threads(threads):
             metrics = _launch(task.cfg, task.path, resume, nproc)  # the job's finish_run() writes its report
@@ -152,11 +177,11 @@ def run_one(task: RunTask, job: Any = None, threads: int | None = None, nproc: i
         text = traceback.format_exc()
         try:
             atomic_write_text(task.path / "error.txt", text)
-        except OSError:
+        except (OSError, DlstudyError):
             pass
         message = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
         return TaskResult(task.arm, task.seed, task.path, False, time.time() - start, error=message,
-                          error_type=type(exc).__name__, node=node)
+                          error_type=type(exc).__name__, diverged=isinstance(exc, TrainingDiverged), node=node)
 
 
 def _launch(cfg: RunConfig, path: Path, resume: bool, nproc: int) -> dict:
@@ -247,8 +272,8 @@ def _node_name() -> str:
 def pack_folder(path: Path) -> bytes:
     """The folder's files as an uncompressed tar (run folders hold compressed PNGs, npz and checkpoints)."""
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        tar.add(path, arcname=".")
+    with tarfile.open(fileobj=buffer, mode="w") as tar:  # a run's lock file is this machine's, never sent
+        tar.add(path, arcname=".", filter=lambda info: None if Path(info.name).name == LOCK_FILE else info)
     return buffer.getvalue()
 
 

@@ -148,3 +148,31 @@ def train_accuracy(run: ArmRun) -> float | None:
     rows = [r for r in run.history if best is not None and history_value(r, "epoch") == float(best)]
     value = history_value(rows[0], key) if rows else math.nan
     return value if math.isfinite(value) else final_value(run, key)
+
+
+def config_value(run: ArmRun, section: str, key: str, default: Any = None) -> Any:
+    """config.yaml's `section.key` of the run, or `default` when it is absent."""
+    value = (run.config.get(section) or {}).get(key)
+    return default if value is None else value
+
+
+def test_accuracy(run: ArmRun) -> float | None:
+    """The run's test accuracy (the `after` block's for a train run with one), or None."""
+    after = run.metrics.get("after")
+    value = run.metrics.get("accuracy", after.get("accuracy") if isinstance(after, dict) else None)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def protocol_of(study_dir: Path, arms: Sequence[str]) -> tuple[str, str]:
+    """(short, long) name of the study's protocol, read from its folder: equal-effort tuning when its arms searched
+    learning rates (<arm>/lr-search/chosen_lr.json, the grid it chose from), else fixed learning rates."""
+    sizes = []
+    for arm in arms:
+        path = Path(study_dir) / arm / "lr-search" / "chosen_lr.json"
+        if path.is_file():
+            sizes.append(len(read_json(path).get("lr_grid") or []))
+    if sizes:
+        n = max(sizes)
+        return (f"tuned ({n} lrs/arm)", f"equal-effort tuning: the same {n}-point learning-rate grid per arm, "
+                                        f"chosen on validation accuracy, the winner rerun with every seed")
+    return "fixed lrs", "fixed learning rates (each arm's optim.lr), no tuning"

@@ -10,9 +10,10 @@ from typing import Any
 from dlstudy.report import Block, Figure, Heading, Link, Paragraph, Table, write_report
 from dlstudy.studies.summary.records import (ArmRun, fmt_mean_std, group_by_arm, mean_std, metric, train_accuracy,
                                              val_accuracy)
-from dlstudy.studies.summary.sections import SECTIONS, load_record
-from dlstudy.studies.summary.significance import claims_table, statistics_blocks
-from dlstudy.studies.summary.study_report import is_study_dir, summarize_study
+from dlstudy.studies.summary.claims import ledger_blocks, study_runs
+from dlstudy.studies.summary.sections import file_order, load_record, section_of
+from dlstudy.studies.summary.significance import statistics_blocks
+from dlstudy.studies.summary.study_report import collect_runs, is_study_dir, load_study_dir, summarize_study
 
 # reference-report metric names -> our metrics.json keys
 METRIC_ALIASES = {"test_accuracy": "accuracy", "accuracy": "accuracy", "precision": "precision_macro",
@@ -135,14 +136,10 @@ def _rebase(block: Block, folder: str) -> Block:
 
 
 def _statistics(study, runs: list[ArmRun]) -> list[Block]:
-    """The study's intervals and pairwise tests, and its `reference.claims` checked (studies/summary/significance.py)."""
+    """The study's intervals and pairwise tests (studies/summary/significance.py); its claims are in the ledger."""
     if not runs:
         return []
-    blocks: list[Block] = [Heading("Statistics", 3)] + statistics_blocks(runs, study.stats)
-    claims = study.reference.get("claims") if isinstance(study.reference, dict) else None
-    if claims:
-        blocks.append(claims_table(claims, group_by_arm(runs), study.stats))
-    return blocks
+    return [Heading("Statistics", 3)] + statistics_blocks(runs, study.stats)
 
 
 def section_blocks(out: Path, entry: dict, title: str, question: str, quick: bool) -> list[Block]:
@@ -175,27 +172,35 @@ def section_blocks(out: Path, entry: dict, title: str, question: str, quick: boo
 def build_reproduce_report(out: str | Path) -> list[Block]:
     out = Path(out)
     record = load_record(out)
-    by_name = {s.study: s for s in SECTIONS}
     env = record.get("env", {})
     quick = record.get("tier", record.get("mode")) == "quick"
-    order = [s.study for s in SECTIONS]  # the reference report's order, whatever order the sections ran in
-    sections = sorted(record["sections"], key=lambda e: order.index(e["study"]) if e["study"] in order else 99)
+    # the reference report's order (and each section's study files in order), whatever order they ran in
+    sections = sorted(record["sections"], key=lambda e: file_order(e["study"]))
     blocks: list[Block] = [
         Heading("Reproduction of the reference report", 1),
         Paragraph(f"Tier {record.get('tier', record.get('mode'))}" + (f", budget {record['budget']}" if record.get("budget") else "")
+                  + (f", time budget {record['minutes']:g} min" if record.get("minutes") else "")
                   + (f", data root {record['data_root']}" if record.get("data_root") else "")
                   + f". Started {record.get('start_time')}, finished {record.get('end_time')}. Git commit "
                   f"{env.get('git_commit', 'unknown')}; torch {env.get('torch')}, torchvision "
                   f"{env.get('torchvision')}, device {env.get('device')}."),
         Table(["question", "study", "time (s)", "failed runs", "report"],
-              [[by_name[e["study"]].title if e["study"] in by_name else e["study"], e["dir"], e.get("seconds"),
+              [[section_of(e["study"]).title if section_of(e["study"]) else e["study"], e["dir"], e.get("seconds"),
                 len(e.get("failed", [])), Link("report", f"{e['dir']}/report.html")] for e in sections],
               "Sections, in the reference report's order"),
     ]
+    from dlstudy.studies.summary.budget_block import budget_blocks
+
+    blocks += budget_blocks(record.get("minutes"), [(e["dir"], out / e["dir"]) for e in sections], level=2)
+    blocks += claims_section(out, sections, record.get("tier", record.get("mode")))
     for entry in sections:
-        section = by_name.get(entry["study"])
+        section = section_of(entry["study"])
         title, question = (section.title, section.question) if section else (entry["study"], "")
+        if section is not None and section.more:  # a section of several study files: name each
+            title = f"{title}: {entry['dir']}"
         blocks += section_blocks(out, entry, title, question, quick)
+        if section is not None and section.more and entry["study"] == section.files[-1]:
+            blocks += protocol_section(out, [e for e in sections if e["study"] in section.files], section.title)
     blocks += [Heading("Command and environment", 2), Paragraph(f"Command: {env.get('command', '?')}"),
                Table(["key", "value"], [[k, v] for k, v in env.items() if k != "command"], "Environment")]
     return blocks
@@ -203,3 +208,36 @@ def build_reproduce_report(out: str | Path) -> list[Block]:
 
 def write_reproduce_report(out: str | Path) -> tuple[Path, Path]:
     return write_report(build_reproduce_report(out), out)
+
+
+def _read_studies(out: Path, entries: list[dict]) -> list[tuple[Path, object, dict]]:
+    """(study folder, StudyConfig, runs by arm) of each entry whose study folder exists."""
+    found = []
+    for entry in entries:
+        study_dir = out / entry["dir"]
+        if is_study_dir(study_dir):
+            study, _ = load_study_dir(study_dir)
+            found.append((study_dir, study, group_by_arm(collect_runs(study_dir, study)[0])))
+    return found
+
+
+def claims_section(out: Path, entries: list[dict], tier: str) -> list[Block]:
+    """The claims ledger of this reproduce folder (one tier): studies/summary/claims.py."""
+    from dlstudy.config import StatsConfig
+
+    studies = _read_studies(out, entries)
+    stats = studies[0][1].stats if studies else StatsConfig()
+    return [Heading("Claims ledger: which of the reference report's findings hold here", 2)] + ledger_blocks(
+        [study_runs(d, study, groups) for d, study, groups in studies], stats, tier)
+
+
+def protocol_section(out: Path, entries: list[dict], title: str) -> list[Block]:
+    """A section of several study files (Q3): one table with a column block per study (dataset · protocol)."""
+    from dlstudy.studies.summary.protocols import block_label, protocol_table
+
+    studies = [(d, study, groups) for d, study, groups in _read_studies(out, entries) if groups]
+    if not studies:
+        return []
+    reference = ((studies[0][1].reference or {}).get("arms") or {})
+    return [Heading(f"{title}: every protocol and dataset", 2),
+            protocol_table([(block_label(d, groups), groups) for d, _, groups in studies], reference)]

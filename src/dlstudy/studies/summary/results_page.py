@@ -326,7 +326,8 @@ def _machine(env: dict) -> str:
 def run_table(tier: Tier) -> Table:
     record, env = tier.record, tier.record.get("env") or {}
     total = sum(s.get("seconds") or 0 for s in record.get("sections", []))
-    rows = [["folder", tier.given], ["tier", tier.name], ["budget", record.get("budget") or "the study files' own"],
+    rows = [["folder", tier.given], ["tier", tier.name], ["budget", record.get("budget") or (f"--minutes {record['minutes']:g}" if record.get("minutes")
+                                                else "the study files' own")],
             ["started", record.get("start_time")], ["finished", record.get("end_time")],
             ["git commit", env.get("git_commit", "unknown")], ["command", env.get("command", "?")],
             ["machine", _machine(env)],
@@ -339,7 +340,7 @@ def run_table(tier: Tier) -> Table:
 
 
 def sections_table(tier: Tier) -> Table:
-    titles = {s.study: s.title for s in SECTIONS}
+    titles = {stem: s.title for s in SECTIONS for stem in s.files}
     rows = []
     for key, ts in tier.studies.items():
         runs = [run for runs in ts.by_arm.values() for run in runs]
@@ -349,6 +350,42 @@ def sections_table(tier: Tier) -> Table:
                      fmt_duration(ts.entry.get("seconds")), f"{len(runs)} of {ts.planned}", failed, setup])
     return Table(["section", "study folder", "study file", "wall time", "runs finished", "failed", "setup"], rows,
                  f"Sections of the {tier.name} tier: data, model and budget read from the runs' config.yaml")
+
+
+# ------------------------------------------------------------------------------------------------ claims, Q3
+
+
+def ledger_section(tiers: list[Tier]) -> list[Block]:
+    """The claims ledger of each tier (studies/summary/claims.py): verdict, effect, test, Holm p, footing."""
+    from dlstudy.config import StatsConfig
+    from dlstudy.studies.summary.claims import ledger_blocks, study_runs
+
+    blocks: list[Block] = [Heading("Claims ledger: which of the reference report's findings hold, where", 2)]
+    for tier in tiers:
+        present = [(key, ts) for key, ts in tier.studies.items() if ts.study is not None]
+        stats = present[0][1].study.stats if present else StatsConfig()
+        studies = [study_runs(Path(tier.given) / ts.entry["dir"], ts.study, ts.by_arm) for _, ts in present]
+        blocks += [Heading(f"Tier {tier.name}", 3)] + ledger_blocks(studies, stats, tier.name)
+    return blocks
+
+
+def protocol_tables(section, tiers: list[Tier]) -> list[Table]:
+    """A section of several study files (Q3): per tier, one column block per study (dataset · protocol)."""
+    from dlstudy.studies.summary.protocols import block_label, protocol_table
+
+    tables = []
+    for tier in tiers:
+        present = [tier.studies[stem] for stem in section.files
+                   if stem in tier.studies and tier.studies[stem].study is not None and tier.studies[stem].by_arm]
+        if not present:
+            continue
+        reference = (present[0].study.reference or {}).get("arms") or {}
+        blocks = [(block_label(Path(tier.given) / ts.entry["dir"], ts.by_arm), ts.by_arm) for ts in present]
+        tables.append(protocol_table(blocks, reference, fmt_ours, caption=(
+            f"{section.title}, tier {tier.name}: one column per study (dataset · protocol, seeds), mean ± sample std "
+            f"over seeds (n seeds) of the best-validation epoch's weights; lr: what the seeds trained with (tuned: "
+            f"chosen on val); reference: the reference report's number (its own setup)")))
+    return tables
 
 
 # ------------------------------------------------------------------------------------------------ page
@@ -373,15 +410,25 @@ def _header(tiers: list[Tier], command: str) -> list[Block]:
 def build_results_page(folders: list[str], command: str) -> list[Block]:
     """The page's blocks: header, one table per reference-report table, then each tier's provenance."""
     tiers = load_tiers(folders)
-    blocks = _header(tiers, command)
+    blocks = _header(tiers, command) + ledger_section(tiers)
     for section in SECTIONS:
         blocks += [Heading(section.title, 2), Paragraph(section.question)]
-        table = section_table(section.study, tiers)
-        blocks += _notes(section.study, tiers) + ([table] if table else [Paragraph("Not run in any tier.")])
+        tables = protocol_tables(section, tiers) if section.more else [section_table(section.study, tiers)]
+        tables = [t for t in tables if t is not None]
+        blocks += _notes(section.study, tiers) + (tables or [Paragraph("Not run in any tier.")])
     blocks.append(Heading("Where the numbers come from", 2))
     for tier in tiers:
         blocks += [Heading(f"Tier {tier.name}: {tier.given}", 3), run_table(tier), sections_table(tier)]
+        blocks += tier_budget(tier)
     return blocks
+
+
+def tier_budget(tier: Tier) -> list[Block]:
+    """The tier's "Budget" block (a `--minutes` run): budget, machine, throughput, expected vs real minutes."""
+    from dlstudy.studies.summary.budget_block import budget_blocks
+
+    folders = [ts.entry.get("dir", key) for key, ts in tier.studies.items()]
+    return budget_blocks(tier.record.get("minutes"), [(d, Path(tier.given) / d) for d in folders], level=4)
 
 
 def write_results_page(folders: list[str], out: str | Path, command: str) -> Path:

@@ -5,6 +5,7 @@ read them) need, so neither imports the other.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,9 +17,21 @@ from dlstudy.studies import STUDY_FILES as PACKAGE_STUDIES
 
 @dataclass(frozen=True)
 class Section:
-    study: str  # study file stem under studies/
+    study: str  # study file stem under studies/ (the section's first study file)
     title: str
     question: str  # what the reference report asked, one line
+    # further study file stems the section runs after `study` (Q3: other protocols and datasets), in order
+    more: tuple[str, ...] = ()
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """Every study file stem of the section, `study` first."""
+        return (self.study,) + self.more
+
+    def parts(self) -> list["Section"]:
+        """One Section per study file (study = its stem, same title and question): what `reproduce` runs and
+        records, one entry of reproduce.json each."""
+        return [dataclasses.replace(self, study=stem, more=()) for stem in self.files]
 
 
 SECTIONS = (
@@ -29,8 +42,22 @@ SECTIONS = (
     Section("losses", "Q2. Loss functions", "Cross-entropy vs triplet + cross-entropy, center + cross-entropy and "
             "triplet + SVM: accuracy, precision, recall, F1."),
     Section("optimizers", "Q3. Optimizers", "Vanilla SGD (batch 1), mini-batch SGD, SGD + momentum and Adam: loss "
-            "curves and test / train accuracy."),
+            "curves and test / train accuracy.",
+            # equal-effort tuning on MNIST first, then the reference's protocol as it reads (each optimizer's usual
+            # default lr, no tuning), then both on CIFAR-10 with a small CNN, where the optimizers separate
+            more=("optimizers-defaults", "optimizers-cifar10", "optimizers-cifar10-defaults")),
 )
+
+
+def section_of(stem: str) -> Section | None:
+    """The section a study file stem (a reproduce.json entry's `study`) belongs to; None for none."""
+    return next((s for s in SECTIONS if stem in s.files), None)
+
+
+def file_order(stem: str) -> int:
+    """Where a study file stem sits in the reference report's order (SECTIONS, then each section's files)."""
+    stems = [f for s in SECTIONS for f in s.files]
+    return stems.index(stem) if stem in stems else len(stems)
 
 
 TIERS = ("quick", "cpu", "full")

@@ -1,12 +1,13 @@
-"""Which differences between arms are real: the statistics section of every study report, and the check of the
-reference report's claims in the combined reproduce report.
+"""Which differences between arms are real: the statistics section of every study report, and the paired
+comparisons behind the claims ledger (claims.py).
 
 Per arm, each headline metric gets a `confidence` interval: over seeds (Student t on the per-seed values) when the
 arm has two or more, else over the test samples (bootstrap of the saved predictions; Wilson for accuracy).
 Per pair of arms, the difference of test accuracy A - B: with two or more common seeds a paired t-test on the
 per-seed differences (seed-to-seed and test-set noise together); with one, McNemar's exact test on the same test
 images (the p-value) and a paired bootstrap (the interval). Holm-Bonferroni adjusts the p-values over all pairs of
-the study. The verdict reads the adjusted p at level 1 - confidence.
+the study. The verdict reads the adjusted p at level 1 - confidence. `compare_gaps` compares two arms' train - test
+accuracy gaps the same way (the reference's "batch 1 overfits"); the claims ledger (claims.py) uses both.
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ def pairwise(groups: dict[str, list[ArmRun]], stats: StatsConfig, key: str = "ac
     return comparisons
 
 
-def _fmt_p(p: float) -> str:
+def fmt_p(p: float) -> str:
     if not math.isfinite(p):
         return "—"
     return "< 1e-4" if p < 1e-4 else f"{p:.4f}"
@@ -159,7 +160,7 @@ def _fmt_p(p: float) -> str:
 def pairwise_table(comparisons: Sequence[Comparison], stats: StatsConfig, key: str = "accuracy") -> Table:
     alpha = 1 - stats.confidence
     rows = [[c.arm_a, c.arm_b, f"{c.difference:+.3f}" if math.isfinite(c.difference) else "—",
-             f"[{c.low:+.3f}, {c.high:+.3f}]" if math.isfinite(c.low) else "—", _fmt_p(c.pvalue), _fmt_p(c.p_holm),
+             f"[{c.low:+.3f}, {c.high:+.3f}]" if math.isfinite(c.low) else "—", fmt_p(c.pvalue), fmt_p(c.p_holm),
              c.verdict(alpha), c.test] for c in comparisons]
     return Table(["arm A", "arm B", f"{key} A - B", f"{stats.confidence:.0%} CI", "p", "Holm p", "verdict", "test"],
                  rows, f"Pairwise differences of test {key}; verdicts at level {alpha:g} after Holm-Bonferroni over "
@@ -200,62 +201,61 @@ def statistics_blocks(runs: list[ArmRun], stats: StatsConfig) -> list[Block]:
     return blocks
 
 
-# ------------------------------------------------------------------------------------------------ claims
+# ------------------------------------------------------------------------------------------------ train - test gaps
 
 
-def check_claim(claim: dict, groups: dict[str, list[ArmRun]], stats: StatsConfig) -> tuple[str, str, str]:
-    """(claim text, our evidence, verdict: supported / contradicted / not detectable / not checked).
-
-    A claim is {text, better: ARM, worse: ARM} (better's test accuracy is higher) or {text, overfits: ARM} (its
-    train accuracy is above its test accuracy by more than both measurements' noise: Newcombe's interval for a
-    difference of two independent proportions, or a t-interval over seeds)."""
-    text = str(claim.get("text", ""))
-    if "overfits" in claim:
-        return (text,) + _check_overfits(str(claim["overfits"]), groups, stats)
-    better, worse = str(claim.get("better")), str(claim.get("worse"))
-    if better not in groups or worse not in groups:
-        return text, f"arm {better if better not in groups else worse!r} has no finished run", "not checked"
-    c = compare_arms(better, groups[better], worse, groups[worse], stats)
-    if not math.isfinite(c.pvalue):
-        return text, c.note, "not checked"
-    p_text = _fmt_p(c.pvalue)
-    evidence = (f"{better} - {worse}: {c.difference:+.3f} [{c.low:+.3f}, {c.high:+.3f}], "
-                f"p {p_text if p_text.startswith('<') else '= ' + p_text} ({c.test})")
-    if c.pvalue >= 1 - stats.confidence:
-        return text, evidence, "not detectable"
-    return text, evidence, "supported" if c.difference > 0 else "contradicted"
+def _gap(run: ArmRun) -> tuple[float, float] | None:
+    """(train-subset accuracy, test accuracy) of a run, or None when either is missing."""
+    train, test = train_accuracy(run), metric(run, "accuracy")
+    ok = all(isinstance(v, (int, float)) and math.isfinite(v) for v in (train, test))
+    return (float(train), float(test)) if ok else None
 
 
-def _check_overfits(arm: str, groups: dict[str, list[ArmRun]], stats: StatsConfig) -> tuple[str, str]:
-    from dlstudy.stats import proportion_ci, seed_summary
+def _train_n(run: ArmRun) -> int:
+    return int((run.config.get("train") or {}).get("train_eval_subset") or 0)
 
-    runs = groups.get(arm)
-    if not runs:
-        return f"arm {arm!r} has no finished run", "not checked"
-    gaps = [(train_accuracy(r), metric(r, "accuracy")) for r in runs]
-    gaps = [(t, a) for t, a in gaps if isinstance(t, (int, float)) and isinstance(a, (int, float))]
-    if not gaps:
-        return "no train accuracy recorded", "not checked"
-    if len(gaps) >= 2:
-        mean, _, low, high = seed_summary([t - a for t, a in gaps], stats.confidence)
+
+def compare_gaps(arm_a: str, runs_a: list[ArmRun], arm_b: str, runs_b: list[ArmRun],
+                 stats: StatsConfig) -> Comparison:
+    """(train - test accuracy of A) - (train - test accuracy of B): does A overfit more than B?
+
+    Two or more common seeds: a paired t-test on the per-seed gap differences. One: a z-test (Wald) whose variance
+    adds the two train-subset accuracies' binomial variances (independent subsets assumed: conservative when the
+    arms share the subset) and the variance of the paired test-accuracy difference on the same test images (from the
+    saved predictions: ((n01 + n10) / n - d^2) / n; independent binomials without them)."""
+    from scipy.stats import norm
+
+    from dlstudy.stats import paired_t_test
+
+    nan = math.nan
+    pairs = [(a, b) for a, b in _common_seeds(runs_a, runs_b) if _gap(a) and _gap(b)]
+    if not pairs:
+        return Comparison(arm_a, arm_b, nan, nan, nan, nan, "—", note="no common seed with train and test accuracy")
+    if len(pairs) >= 2:
+        diff, low, high, p = paired_t_test([_gap(a)[0] - _gap(a)[1] for a, _ in pairs],
+                                           [_gap(b)[0] - _gap(b)[1] for _, b in pairs], stats.confidence)
+        return Comparison(arm_a, arm_b, diff, low, high, p, f"paired t over {len(pairs)} seeds")
+    run_a, run_b = pairs[0]
+    (train_a, test_a), (train_b, test_b) = _gap(run_a), _gap(run_b)
+    n_a, n_b = _train_n(run_a), _train_n(run_b)
+    if n_a < 1 or n_b < 1:
+        return Comparison(arm_a, arm_b, nan, nan, nan, nan, "—", note="train subset size unknown")
+    var = train_a * (1 - train_a) / n_a + train_b * (1 - train_b) / n_b
+    pa, pb = load_predictions(run_a), load_predictions(run_b)
+    if pa is not None and pb is not None and np.array_equal(pa.sample_ids, pb.sample_ids):
+        d = pa.correct.astype(float) - pb.correct.astype(float)  # (N,) in {-1, 0, 1}, paired on the same images
+        n_test, test_diff = d.size, float(d.mean())
+        var += max(float((d ** 2).mean()) - test_diff ** 2, 0.0) / n_test
+        test = f"z-test on the gap difference (test paired on the same {n_test} images, train subsets {n_a} / {n_b})"
     else:
-        train, test = gaps[0]
-        n_train = int((runs[0].config.get("train") or {}).get("train_eval_subset") or 0)
-        n_test = int(runs[0].metrics.get("n_samples") or 0)
-        if n_train < 1 or n_test < 1:
-            return "train or test size unknown", "not checked"
-        (l1, u1), (l2, u2) = (proportion_ci(round(train * n_train), n_train, stats.confidence),
-                              proportion_ci(round(test * n_test), n_test, stats.confidence))
-        mean = train - test  # Newcombe's hybrid score interval of a difference of independent proportions
-        low = mean - math.sqrt((train - l1) ** 2 + (u2 - test) ** 2)
-        high = mean + math.sqrt((u1 - train) ** 2 + (test - l2) ** 2)
-    evidence = f"{arm}: train - test accuracy {mean:+.3f} [{low:+.3f}, {high:+.3f}]"
-    if low > 0:
-        return evidence, "supported"
-    return evidence, "contradicted" if high < 0 else "not detectable"
-
-
-def claims_table(claims: Sequence[dict], groups: dict[str, list[ArmRun]], stats: StatsConfig) -> Table:
-    rows = [list(check_claim(c, groups, stats)) for c in claims]
-    return Table(["reference report's claim", f"our evidence ({stats.confidence:.0%} CI)", "verdict"], rows,
-                 "The reference report's comparative claims checked against our runs")
+        n_test = int(run_a.metrics.get("n_samples") or 0) or int(run_b.metrics.get("n_samples") or 0)
+        if n_test < 1:
+            return Comparison(arm_a, arm_b, nan, nan, nan, nan, "—", note="test size unknown")
+        test_diff = test_a - test_b
+        var += (test_a * (1 - test_a) + test_b * (1 - test_b)) / n_test
+        test = f"z-test on the gap difference (independent binomials, n={n_test} test)"
+    diff = (train_a - train_b) - test_diff
+    se = math.sqrt(var)
+    z = norm.ppf(0.5 + stats.confidence / 2)
+    p = float(2 * norm.sf(abs(diff) / se)) if se > 0 else (1.0 if diff == 0 else 0.0)
+    return Comparison(arm_a, arm_b, diff, diff - z * se, diff + z * se, p, test, n_test)

@@ -64,6 +64,26 @@ def collect_runs(study_dir: Path, study: StudyConfig) -> tuple[list[ArmRun], lis
     return runs, status
 
 
+def failure_reason(error_file: Path, limit: int = 300) -> str:
+    """The first line of a failed run's error: the raised exception's message (a dlstudy error's alone, e.g.
+    "training diverged at epoch 1 step 3 (loss nan); ..."; "RuntimeError: ..." otherwise), from its error.txt (a
+    traceback, or the one line a study driver wrote)."""
+    try:
+        lines = error_file.read_text(errors="replace").splitlines()
+    except OSError:
+        return "failed (no readable error.txt)"
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")]
+    if starts:  # the last exception block: frames are indented, the exception line is not
+        lines = [line for line in lines[starts[-1] + 1:] if line.strip() and not line[0].isspace()]
+    first = next((line.strip() for line in lines if line.strip()), "failed (empty error.txt)")
+    name, sep, message = first.partition(": ")
+    if sep and name.startswith("dlstudy.errors."):
+        first = message
+    elif sep and "." in name and " " not in name:
+        first = f"{name.rpartition('.')[2]}: {message}"
+    return first if len(first) <= limit else first[: limit - 3] + "..."
+
+
 def _summarize(study_dir: Path, study: StudyConfig, runs: list[ArmRun]) -> tuple[list[Block], list[dict]]:
     """The kind's summary; a kind that raises falls back to the generic one with a note in the report."""
     if not runs:
@@ -151,7 +171,8 @@ def build_study_report(study_dir: str | Path) -> tuple[list[Block], list[dict]]:
                             f"{study.seeds}; {len(runs)} of {len(status)} runs finished. Numbers are mean ± std "
                             f"over seeds (sample std)."))
     if failed:
-        blocks.append(Paragraph(f"Failed runs (see their error.txt): {', '.join(failed)}."))
+        blocks.append(Table(["run", "reason"], [[run, failure_reason(study_dir / run / "error.txt")] for run in failed],
+                            "Failed runs (the whole error is in each run's error.txt)"))
     if unreadable:
         blocks.append(Paragraph(f"Unreadable runs (finished, but metrics.json or config.yaml is damaged; left out "
                                 f"of the numbers, `dlstudy run` redoes them): {', '.join(unreadable)}."))

@@ -1,0 +1,61 @@
+"""The "Budget" block of the reproduce report and the results page: a `--minutes` run's budget, the machine, the
+measured throughput and steps per arm, and expected vs real minutes per section (each study's budget.json, written
+by studies/running/budget.py before the study runs and given its real seconds when it ends)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from dlstudy.report import Block, Heading, Paragraph, Table
+
+
+def read_budget(study_dir: Path) -> dict | None:
+    """The study's budget.json, or None (no budget, or an unreadable file)."""
+    try:
+        record = json.loads((Path(study_dir) / "budget.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _minutes(seconds) -> str:
+    return "—" if not isinstance(seconds, (int, float)) else f"{seconds / 60:.1f}"
+
+
+def _machine(machine: dict) -> str:
+    text = machine.get("cpu", "?")
+    if machine.get("gpu"):
+        text += f", GPU {machine['gpu']}"
+    bf16 = "native bf16" if machine.get("native_bf16") else "float32 (no native bf16)"
+    return f"{text}; {bf16}; torch {machine.get('torch', '?')}; device {machine.get('device', '?')}"
+
+
+def budget_blocks(minutes, sections: list[tuple[str, Path]], level: int = 3) -> list[Block]:
+    """`sections`: [(row label, study folder)] in report order. Nothing when the run had no time budget."""
+    budgets = [(title, read_budget(folder)) for title, folder in sections]
+    budgets = [(title, b) for title, b in budgets if b]
+    if not minutes or not budgets:
+        return []
+    rows, arm_rows = [], []
+    expected = budgets[0][1].get("plan_s") or 0.0
+    real = expected
+    for title, b in budgets:
+        rows.append([title, _minutes(b.get("section_s")), _minutes(b.get("expected_s")), _minutes(b.get("real_s"))])
+        expected += b.get("expected_s") or 0.0
+        real += b.get("real_s") or 0.0
+        for arm, a in (b.get("arms") or {}).items():
+            arm_rows.append([title, arm, f"{a.get('steps', 0):,} ({a.get('epochs')} x {a.get('steps_per_epoch'):,})",
+                             a.get("runs"), f"{a.get('train_img_s', 0):,.0f}", f"{a.get('eval_img_s', 0):,.0f}",
+                             a.get("threads"), _minutes(a.get("run_s"))])
+    rows.append(["planning (data, measurements)", "", _minutes(budgets[0][1].get("plan_s")),
+                 _minutes(budgets[0][1].get("plan_s"))])
+    rows.append(["total", f"{float(minutes):g}", _minutes(expected), _minutes(real)])
+    return [Heading("Budget", level),
+            Paragraph(f"Time budget {float(minutes):g} min (`--minutes`), split by the plan before anything ran "
+                      f"(docs/studies.md, \"Time budget\"). Machine: {_machine(budgets[0][1].get('machine') or {})}. "
+                      "Throughput measured on this machine before the run (cached per machine)."),
+            Table(["section", "share (min)", "expected (min)", "real (min)"], rows,
+                  "Expected vs real minutes per section"),
+            Table(["section", "arm", "steps a run (epochs x steps)", "runs", "train img/s", "eval img/s", "threads",
+                   "expected min a run"], arm_rows, "Measured throughput and budgeted steps per arm")]

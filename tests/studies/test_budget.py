@@ -1,0 +1,327 @@
+"""The time budget (`--minutes`): steps from seconds, shares, fixed costs, the schedule ending at zero at the
+budgeted last step, the per-machine throughput cache, the measurement itself, the plan text, and a budgeted study
+end to end on digits."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+
+import pytest
+import torch
+import yaml
+
+from dlstudy.cli import main
+from dlstudy.config import RunConfig, build_run_config
+from dlstudy.errors import ConfigError
+from dlstudy.optim import build_optimizer, build_scheduler
+from dlstudy.studies.running import throughput
+from dlstudy.studies.running.budget import (RunCost, SectionInput, allocate, budgeted_config, format_budget,
+                                            split_steps, steps_within)
+
+# ------------------------------------------------------------------------------------------------ arithmetic
+
+
+def _cost(arm="a", step_s=0.01, once_s=1.0, epoch_s=0.1, full=100, epochs=5, weight=1.0, done=False) -> RunCost:
+    return RunCost(arm, step_s, once_s, epoch_s, full, epochs, done, weight)
+
+
+@pytest.mark.parametrize("steps, full, epochs, expected", [
+    (1000, 141, 6, (8, 125)),  # more than the study's epochs hold: as few epochs as hold the steps
+    (600, 141, 6, (6, 100)),  # the study's epochs, each capped
+    (10, 100, 6, (6, 1)),
+    (3, 100, 6, (3, 1)),  # fewer steps than epochs: one step an epoch
+    (1, 5, 1, (1, 1)),
+])
+def test_split_steps(steps, full, epochs, expected):
+    e, per = split_steps(steps, full, epochs)
+    assert (e, per) == expected
+    assert per <= full and steps - e < e * per <= steps
+
+
+def test_steps_within_is_the_most_that_fit():
+    cost = _cost()
+    steps = steps_within(cost, 10.0)
+    assert cost.seconds(steps) <= 10.0
+    # one epoch's worth more would not fit (steps are whole epochs x steps per epoch)
+    epochs, per = cost.layout(steps)
+    assert cost.seconds(steps + epochs + 1) > 10.0 or cost.layout(steps + epochs + 1)[0] > epochs
+    assert 10.0 - cost.seconds(steps) < cost.step_s * (epochs + 1) + cost.epoch_s + 1e-9
+    assert steps_within(cost, cost.seconds(1) - 1e-6) == 0
+
+
+def test_allocate_shares_fixed_sections_and_weights():
+    svm = SectionInput("svm", share=5.0, runs=[], fixed_s=300.0)  # no steps: costs what it costs
+    a = SectionInput("a", share=1.0, runs=[_cost("x"), _cost("x"), _cost("y")], fixed_s=5.0)
+    b = SectionInput("b", share=3.0, runs=[_cost("p", weight=2.0), _cost("q")], fixed_s=5.0)
+    plans = {p.study: p for p in allocate([svm, a, b], budget_s=3600.0, spent_s=60.0)}
+    assert [p for p in plans] == ["svm", "a", "b"]
+    left = 3600.0 - 60.0 - 300.0
+    assert plans["a"].seconds == pytest.approx(left / 4) and plans["b"].seconds == pytest.approx(3 * left / 4)
+    assert plans["svm"].expected_s == 300.0
+    # equal time per run within a section: x and y get the same steps (same cost model)
+    assert plans["a"].steps["x"] == plans["a"].steps["y"]
+    # weight 2: twice the time of the other arm's run (less the fixed part, which both pay once)
+    p_s, q_s = plans["b"].per_run_s["p"], plans["b"].per_run_s["q"]
+    assert (p_s - 1.0) == pytest.approx(2 * (q_s - 1.0), rel=0.02)
+    total = 60.0 + sum(p.expected_s for p in plans.values())
+    assert total <= 3600.0 and total > 0.98 * 3600.0
+
+
+def test_finished_runs_do_not_change_the_plan_but_leave_the_remaining_time():
+    runs = [_cost("x"), _cost("x", done=True)]
+    fresh = allocate([SectionInput("a", 1.0, [_cost("x"), _cost("x")], 5.0)], 600.0)[0]
+    resumed = allocate([SectionInput("a", 1.0, runs, 5.0)], 600.0)[0]
+    assert fresh.steps == resumed.steps
+    assert resumed.remaining_s == pytest.approx(5.0 + resumed.per_run_s["x"])
+
+
+def test_the_whole_ends_within_ten_percent_of_the_budget_on_synthetic_sections():
+    """The property the --minutes claim rests on: whatever the speeds, shares and fixed costs (within what a
+    budget allows), the planned total is within 10% of the budget (in fact within a step or two per run)."""
+    rng = random.Random(0)
+    for case in range(200):
+        sections = []
+        for s in range(rng.randint(1, 4)):
+            if rng.random() < 0.2:
+                sections.append(SectionInput(f"svm{s}", rng.uniform(1, 10), [], rng.uniform(10, 400)))
+                continue
+            runs = []
+            for arm in range(rng.randint(1, 5)):
+                cost = _cost(f"arm{arm}", step_s=10 ** rng.uniform(-4, 0.3), once_s=rng.uniform(1, 30),
+                             epoch_s=rng.uniform(0, 3), full=rng.randint(1, 60000), epochs=rng.randint(1, 30),
+                             weight=rng.choice([1.0, 1.0, 0.5, 2.0]))
+                runs += [cost] * rng.randint(1, 6)
+            sections.append(SectionInput(f"s{s}", rng.uniform(1, 20), runs, rng.uniform(0, 20)))
+        budget = rng.uniform(20, 240) * 60
+        try:
+            plans = allocate(sections, budget, spent_s=rng.uniform(0, 120))
+        except ConfigError:
+            continue  # an impossible budget is an error, tested below
+        spent = budget - sum(p.seconds for p in plans)
+        total = spent + sum(p.expected_s for p in plans)
+        assert abs(total - budget) <= 0.10 * budget, (case, total, budget)
+
+
+def test_impossible_budgets_name_the_section_and_the_minimum():
+    slow = SectionInput("losses-cpu", 1.0, [_cost("big", step_s=30.0, once_s=60.0)] * 3, 5.0)
+    with pytest.raises(ConfigError, match=r"--minutes 2: too short for section 'losses-cpu'.*at least [\d.]+ minutes"):
+        allocate([slow], 120.0)
+    heavy = SectionInput("svm-cpu", 1.0, [], 600.0)
+    with pytest.raises(ConfigError, match=r"'svm-cpu'.*at least 10"):
+        allocate([heavy, SectionInput("a", 1.0, [_cost()], 0.0)], 300.0)
+    # the minimum it names is enough
+    msg = ""
+    try:
+        allocate([slow], 120.0)
+    except ConfigError as exc:
+        msg = str(exc)
+    least = float(msg.split("must be at least ")[1].split(" ")[0]) * 60
+    assert all(steps >= 1 for p in allocate([slow], least) for steps in p.steps.values())
+
+
+# ------------------------------------------------------------------------------------------------ schedule
+
+
+@pytest.mark.parametrize("schedule, budget_schedule", [("constant", "linear"), ("constant", "cosine"),
+                                                       ("cosine", "linear")])
+def test_budgeted_schedule_reaches_zero_at_the_budgeted_last_step(schedule, budget_schedule):
+    from dlstudy.engine.build import steps_per_epoch
+    from dlstudy.engine.distributed import DistInfo
+
+    cfg = build_run_config({"train": {"epochs": 3, "schedule": schedule, "batch_size": 10,
+                                      "warmup_epochs": 1.0 if schedule == "cosine" else 0.0}})
+    labels = torch.arange(150) % 10  # a full epoch: 15 steps of 10
+    steps = 37
+    budgeted = budgeted_config(cfg, steps, full_epoch_steps=15, budget_schedule=budget_schedule)
+    t = budgeted.train
+    spe = steps_per_epoch(labels, budgeted, DistInfo(), needs_pk=False)
+    total = t.epochs * spe
+    assert (t.epochs, t.max_steps_per_epoch, spe, total) == (3, 12, 12, 36)  # 37 -> 3 epochs x 12
+    assert t.schedule == (budget_schedule if schedule == "constant" else schedule)
+    assert t.warmup_epochs == (1.0 if schedule == "cosine" else 0.0)  # the same fraction of 3 epochs
+    opt = build_optimizer(torch.nn.Linear(2, 2).parameters(), budgeted.optim)
+    sched = build_scheduler(opt, t, spe)
+    assert sched.total_steps == total
+    lrs = []
+    for _ in range(total):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert min(lrs) > 0  # every budgeted step trains
+    assert opt.param_groups[0]["lr"] == 0.0  # exactly zero once the last budgeted step is taken
+
+
+def test_budgeted_config_scales_epoch_counted_settings():
+    cfg = build_run_config({"train": {"epochs": 10, "schedule": "step", "step_size": 4,
+                                      "freeze_backbone_epochs": 2}})
+    out = budgeted_config(cfg, 5000, full_epoch_steps=250, budget_schedule="linear").train
+    assert (out.epochs, out.max_steps_per_epoch) == (20, 250)
+    assert (out.step_size, out.freeze_backbone_epochs, out.schedule) == (8, 4, "step")
+
+
+# ------------------------------------------------------------------------------------------------ measurement
+
+
+def _mlp_cfg(**train) -> RunConfig:
+    return build_run_config({"data": {"name": "digits"}, "model": {"name": "mlp"},
+                             "optim": {"name": "momentum", "lr": 0.1}, "train": {"batch_size": 16, **train}})
+
+
+def test_measurement_on_a_tiny_model_is_real_timing():
+    tp = throughput.measure(_mlp_cfg(), (1, 8, 8), 10, available=1, target_s=0.2)
+    assert 0 < tp.step_s < 1.0
+    assert tp.train_img_s == pytest.approx(16 / tp.step_s, rel=0.01)
+    assert tp.eval_img_s > tp.train_img_s  # no backward pass
+    assert tp.threads == 1 and not tp.needs_pk
+    triplet = build_run_config({"data": {"name": "digits"}, "model": {"name": "mlp", "embedding_dim": 8},
+                                "loss": {"name": "triplet+ce", "classes_per_batch": 4, "samples_per_class": 2},
+                                "train": {"batch_size": 8}})
+    assert throughput.measure(triplet, (1, 8, 8), 10, available=1, target_s=0.1).needs_pk
+
+
+def test_throughput_cache_hit_miss_and_remeasure(tmp_path, monkeypatch):
+    calls = []
+    real = throughput.measure
+
+    def counted(*args, **kw):
+        calls.append(1)
+        return real(*args, **kw, target_s=0.1)
+
+    monkeypatch.setattr(throughput, "measure", counted)
+    cfg = _mlp_cfg()
+    first = throughput.arm_throughput(cfg, (1, 8, 8), 10, 1, cache_dir=str(tmp_path))
+    again = throughput.arm_throughput(dataclasses.replace(cfg, seed=3), (1, 8, 8), 10, 1, cache_dir=str(tmp_path))
+    assert (len(calls), first.cached, again.cached) == (1, False, True)  # seed and lr do not change the cost
+    assert again.step_s == pytest.approx(first.step_s, rel=1e-4) and again.key == first.key
+    other = _mlp_cfg(batch_size=32)
+    miss = throughput.arm_throughput(other, (1, 8, 8), 10, 1, cache_dir=str(tmp_path))
+    assert (len(calls), miss.cached) == (2, False) and miss.key != first.key
+    now: set = set()
+    fresh = throughput.arm_throughput(cfg, (1, 8, 8), 10, 1, remeasure=True, cache_dir=str(tmp_path), measured_now=now)
+    assert (len(calls), fresh.cached, fresh.key) == (3, False, first.key)
+    # --remeasure measures a configuration once per plan: a second arm of the same configuration reads it back
+    twin = throughput.arm_throughput(cfg, (1, 8, 8), 10, 1, remeasure=True, cache_dir=str(tmp_path), measured_now=now)
+    assert (len(calls), twin.cached, twin.step_s) == (3, True, pytest.approx(fresh.step_s, rel=1e-4))
+    entries = json.loads((tmp_path / throughput.CACHE_FILE).read_text())["entries"]
+    assert len(entries) == 2
+    entry = entries[first.key]
+    assert entry["machine"]["cpu"] == throughput.cpu_model() and entry["machine"]["torch"] == torch.__version__
+    assert entry["config"]["batch_size"] == 16 and entry["config"]["threads"] == 1
+    (tmp_path / throughput.CACHE_FILE).write_text("{not json")  # damaged: measured again, rewritten
+    assert not throughput.arm_throughput(cfg, (1, 8, 8), 10, 1, cache_dir=str(tmp_path)).cached
+    assert len(calls) == 4 and json.loads((tmp_path / throughput.CACHE_FILE).read_text())["entries"]
+
+
+# ------------------------------------------------------------------------------------------------ plan, end to end
+
+
+def test_plan_text_names_steps_speeds_and_the_estimate():
+    plans = allocate([SectionInput("opt", 1.0, [_cost("sgd"), _cost("adam")], 5.0)], 600.0, spent_s=30.0)
+    details = {"opt": {arm: {"steps": plans[0].steps[arm], "epochs": 5, "steps_per_epoch": 10, "runs": 1,
+                             "train_img_s": 1234.0, "eval_img_s": 5678.0, "threads": 2, "cached": arm == "sgd",
+                             "run_s": plans[0].per_run_s[arm]} for arm in ("sgd", "adam")}}
+    text = format_budget(600.0, 30.0, plans, details)
+    assert "time budget: 10.0 min (0.5 min already spent" in text
+    assert f"sgd: {details['opt']['sgd']['steps']:,} steps" in text and "train 1,234 img/s, eval 5,678 img/s" in text
+    assert "(measured now)" in text.split("adam:")[1]
+    assert "[opt] ~" in text and "for a 10.0 min budget" in text
+    assert "busy" not in text
+    details["opt"]["adam"]["load"] = 1000.0  # measured on a machine far busier than its cores
+    assert "warning: measured while this machine was busy" in format_budget(600.0, 30.0, plans, details)
+
+
+STUDY = {"name": "budget-e2e", "kind": "optimizers", "seeds": [0],
+         "base": {"task": "train", "data": {"name": "digits"}, "model": {"name": "mlp"},
+                  "train": {"epochs": 2, "schedule": "constant", "evaluate_before": False, "checkpoint": False,
+                            "train_eval_subset": 200}},
+         "arms": [{"name": "sgd", "set": {"optim": {"name": "sgd", "lr": 0.1}, "train.batch_size": 32}},
+                  {"name": "adam", "set": {"optim": {"name": "adam", "lr": 0.001}, "train.batch_size": 64}}]}
+
+
+def test_run_with_minutes_end_to_end_takes_the_planned_steps(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DLSTUDY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(throughput, "TARGET_SECONDS", 0.2)  # a short measurement: the test's machine is shared
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(STUDY))
+    out = tmp_path / "runs"
+    # the smallest budget this machine allows now (a busy shared machine plans slower), from the error it gives
+    assert main(["run", str(path), "--out", str(out), "--minutes", "0.01", "--plan-only"]) == 2
+    least = float(capsys.readouterr().err.split("must be at least ")[1].split(" ")[0])
+    minutes = str(max(0.3, round(least + 0.15, 2)))
+    assert main(["run", str(path), "--out", str(out), "--minutes", minutes]) == 0
+    record = json.loads((out / "budget-e2e" / "budget.json").read_text())
+    assert record["minutes"] == float(minutes) and record["real_s"] > 0 and record["machine"]["cpu"]
+    for arm in ("sgd", "adam"):
+        planned = record["arms"][arm]
+        run = out / "budget-e2e" / arm / "seed-0"
+        cfg = yaml.safe_load((run / "config.yaml").read_text())["train"]
+        assert (cfg["epochs"], cfg["max_steps_per_epoch"], cfg["schedule"]) == \
+            (planned["epochs"], planned["steps_per_epoch"], "linear")
+        steps = (run / "steps.csv").read_text().strip().splitlines()[1:]
+        assert len(steps) == planned["steps"] == planned["epochs"] * planned["steps_per_epoch"]
+        assert planned["train_img_s"] > 0 and planned["eval_img_s"] > 0
+    # the same seconds for both arms: the faster-per-image arm takes more images, not more time
+    assert record["arms"]["sgd"]["run_s"] == pytest.approx(record["arms"]["adam"]["run_s"], rel=0.1)
+    # the same command again: the folder keeps its plan (this planning was quicker: cached throughput and data),
+    # so the finished runs stay finished
+    done = {arm: (out / "budget-e2e" / arm / "seed-0" / "DONE").stat().st_mtime for arm in ("sgd", "adam")}
+    assert main(["run", str(path), "--out", str(out), "--minutes", minutes]) == 0
+    again = json.loads((out / "budget-e2e" / "budget.json").read_text())
+    assert {a: v["steps"] for a, v in again["arms"].items()} == {a: v["steps"] for a, v in record["arms"].items()}
+    assert done == {arm: (out / "budget-e2e" / arm / "seed-0" / "DONE").stat().st_mtime for arm in done}
+
+
+def test_an_impossible_budget_is_exit_2_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DLSTUDY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(throughput, "TARGET_SECONDS", 0.1)
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(STUDY))
+    out = tmp_path / "runs"
+    assert main(["run", str(path), "--out", str(out), "--minutes", "0.01"]) == 2
+    assert "too short for section 'budget-e2e'" in capsys.readouterr().err
+    assert not out.exists()
+    with pytest.raises(SystemExit) as exc:
+        main(["run", str(path), "--out", str(out), "--minutes", "-1"])
+    assert exc.value.code == 2 and not out.exists()
+
+
+def test_reproduce_with_minutes_records_the_budget_and_reports_it(tmp_path, fake_studies, caplog):
+    caplog.set_level("INFO")
+    out = tmp_path / "out"
+    only = ["--only", "svm", "losses"]
+    assert main(["reproduce", "--quick", "--out", str(out), "--minutes", "5", "--plan-only", *only]) == 0
+    assert "time budget: 5.0 min" in caplog.text and not out.exists()  # the plan only: nothing written
+    assert main(["reproduce", "--quick", "--out", str(out), "--minutes", "5", "--budget", "tiny", *only]) == 2
+    assert not out.exists()
+    assert main(["reproduce", "--quick", "--out", str(out), "--minutes", "5", *only]) == 1  # fake losses arm a fails
+    record = json.loads((out / "reproduce.json").read_text())
+    assert record["minutes"] == 5.0
+    budget = json.loads((out / "svm-quick" / "budget.json").read_text())
+    assert budget["minutes"] == 5.0 and budget["real_s"] >= 0 and budget["arms"] == {}  # no training steps here
+    report = (out / "report.md").read_text()
+    assert "## Budget" in report and "Expected vs real minutes per section" in report
+    page = tmp_path / "results.md"
+    assert main(["results", str(out), "--out", str(page)]) == 0
+    text = page.read_text()
+    assert "#### Budget" in text and "--minutes 5" in text
+
+
+def test_budget_block_rows_from_budget_json(tmp_path):
+    from dlstudy.report import render_markdown
+    from dlstudy.studies.summary.budget_block import budget_blocks
+
+    arms = {"adam": {"steps": 1200, "epochs": 4, "steps_per_epoch": 300, "runs": 3, "train_img_s": 2500.0,
+                     "eval_img_s": 9000.0, "threads": 2, "run_s": 120.0}}
+    for name, real in (("s1", 390.0), ("s2", None)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "budget.json").write_text(json.dumps(
+            {"minutes": 10, "section_s": 360.0, "expected_s": 366.0, "real_s": real, "plan_s": 30.0,
+             "machine": {"cpu": "Test CPU", "native_bf16": False, "torch": "x", "device": "cpu"}, "arms": arms}))
+    text = render_markdown(budget_blocks(10, [("Q1", tmp_path / "s1"), ("Q2", tmp_path / "s2")]), tmp_path)
+    assert "Test CPU; float32 (no native bf16)" in text
+    assert "| Q1 | 6.0 | 6.1 | 6.5 |" in text and "| Q2 | 6.0 | 6.1 | — |" in text
+    assert "| total | 10 | 12.7 | 7.0 |" in text  # planning 0.5 + 6.1 + 6.1; real: 0.5 + 6.5 (Q2 unfinished)
+    assert "| Q1 | adam | 1,200 (4 x 300) | 3 | 2,500 | 9,000 | 2 | 2.0 |" in text
+    assert budget_blocks(None, [("Q1", tmp_path / "s1")]) == []  # no --minutes: no block
