@@ -146,6 +146,17 @@ def test_a_diverged_train_run_exits_1_with_one_message(work):
     assert not (work / "runs" / "r" / "DONE").exists()
 
 
+def test_a_finite_loss_that_blew_up_is_a_divergence_too(work):
+    """Adam at lr 1e8 keeps the loss finite (~1e28 here) while the weights are garbage: above the loss ceiling it is
+    the same divergence error, not a finished run at chance accuracy."""
+    code, err = dlstudy(*TRAIN, "--set", "optim.name=adam", "--set", "optim.lr=1e8", "--out", work / "runs",
+                        "--name", "r")
+    assert code == 1 and "Traceback" not in err
+    assert "dlstudy train: error: training diverged at epoch 1 step " in err
+    assert ", above the ceiling 1e+06); lower optim.lr (now 1e8) or set train.grad_clip" in err
+    assert not (work / "runs" / "r" / "DONE").exists() and (work / "runs" / "r" / "error.txt").is_file()
+
+
 # ------------------------------------------------------------------------------------------------ 2. a full disk
 
 
@@ -628,13 +639,13 @@ def _env() -> dict:
 class _Holder:
     """Another process holding a run folder's lock (dlstudy.runs.lock_run) until it ends or is killed."""
 
-    def __init__(self, folder: Path, until: Path | None = None):
-        """Held until the file `until` exists (or for two minutes)."""
+    def __init__(self, folder: Path, until: Path | None = None, linger: float = 0.0):
+        """Held until the file `until` exists and `linger` seconds more (or for two minutes)."""
         code = ("import os, sys, time; from dlstudy.runs import lock_run; lock = lock_run(sys.argv[1]); "
                 "print('locked', flush=True); end = time.time() + 120\n"
                 "while time.time() < end and not os.path.exists(sys.argv[2]): time.sleep(0.05)\n"
-                "lock.release()")
-        self.proc = subprocess.Popen([sys.executable, "-c", code, str(folder), str(until or "")],
+                "time.sleep(float(sys.argv[3])); lock.release()")
+        self.proc = subprocess.Popen([sys.executable, "-c", code, str(folder), str(until or ""), str(linger)],
                                      stdout=subprocess.PIPE, text=True, env=_env())
         assert self.proc.stdout.readline().strip() == "locked"
         self.pid = self.proc.pid
@@ -709,7 +720,8 @@ def test_a_study_waits_for_a_run_in_progress_elsewhere_before_its_report(tmp_pat
     a killed process would): the waiting process says what it waits for, then trains the run itself."""
     study = _study(tmp_path, seeds=[0])
     out = tmp_path / "out"
-    holder = _Holder(out / "two" / "a" / "seed-0", until=out / "two" / "b" / "seed-0" / "DONE")
+    # held 2 s past b's DONE: the study has finished b and found a still held (released sooner, it need not wait)
+    holder = _Holder(out / "two" / "a" / "seed-0", until=out / "two" / "b" / "seed-0" / "DONE", linger=2.0)
     code, err = dlstudy("run", study, "--out", out, cwd=tmp_path)
     holder.proc.wait()
     assert code == 0

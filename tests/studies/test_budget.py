@@ -325,3 +325,81 @@ def test_budget_block_rows_from_budget_json(tmp_path):
     assert "| total | 10 | 12.7 | 7.0 |" in text  # planning 0.5 + 6.1 + 6.1; real: 0.5 + 6.5 (Q2 unfinished)
     assert "| Q1 | adam | 1,200 (4 x 300) | 3 | 2,500 | 9,000 | 2 | 2.0 |" in text
     assert budget_blocks(None, [("Q1", tmp_path / "s1")]) == []  # no --minutes: no block
+
+
+def test_the_svm_fit_estimate_grows_with_embeddings_dims_and_classes():
+    from dlstudy.studies.running.budget import SVM_FIT_MIN_S, svm_fit_seconds
+
+    assert svm_fit_seconds(1437, 128, 10) == SVM_FIT_MIN_S  # digits: the floor
+    big = svm_fit_seconds(64_800, 128, 200)  # Tiny ImageNet embeddings: measured 48-80 s per C on 2 Zen 4 cores
+    assert 30 < big < 120
+    assert svm_fit_seconds(2 * 64_800, 128, 200) == pytest.approx(2 * big)
+
+
+def _two_sections(tmp_path):
+    """`reproduce`'s planned entries for two copies of STUDY (section, path, study, tasks)."""
+    from dlstudy.studies.running.runner import load_study, plan_study
+
+    planned = []
+    for name in ("first", "second"):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({**STUDY, "name": name}))
+        study = load_study(path)
+        planned.append((None, path, study, plan_study(study, tmp_path / "out", source=str(path))))
+    return planned
+
+
+def test_a_replan_gives_the_sections_left_the_time_really_left(tmp_path, monkeypatch, caplog):
+    """An earlier section that ran over its plan takes its overrun out of the later sections' steps (and one that
+    finished early gives its time to them), so the whole ends at the budget; a budget already spent keeps the
+    first plan's steps, with a warning."""
+    import time
+
+    from dlstudy.studies.running.budget import plan_budgets
+    from dlstudy.studies.running.reproduce import _replan
+
+    caplog.set_level("INFO")
+    monkeypatch.setenv("DLSTUDY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(throughput, "TARGET_SECONDS", 0.2)
+    planned, memo = _two_sections(tmp_path), {}
+    now = time.time()
+    first, _ = plan_budgets([(p[2], p[3]) for p in planned], 2.0, now, memo=memo)
+    assert memo  # the data facts are kept for the re-plans
+    on_plan = first["second"].record["section_s"]
+    steps = {}
+    for label, spent in (("on plan", first["first"].record["expected_s"]), ("over", 60.0), ("under", 5.0)):
+        caplog.clear()
+        fresh = _replan(planned, 2.0, time.time() - spent, 1, memo, 1)
+        assert set(fresh) == {"second"} and "re-planned the 1 section(s) left" in caplog.text
+        steps[label] = fresh["second"].steps["sgd"]
+        assert fresh["second"].record["section_s"] == pytest.approx(120.0 - spent, abs=2.0)
+    assert steps["over"] < steps["on plan"] < steps["under"]
+    assert first["second"].steps["sgd"] == pytest.approx(steps["on plan"], rel=0.05, abs=2)
+    assert on_plan < 120.0
+    with caplog.at_level("WARNING"):
+        assert _replan(planned, 2.0, time.time() - 119.9, 1, memo, 1) is None
+    assert "the 1 section(s) left keep the first plan's steps" in caplog.text
+
+
+def test_each_section_after_the_first_runs_with_its_replanned_budget(tmp_path, monkeypatch):
+    from dlstudy.studies.running import reproduce
+
+    seen, asked = [], []
+    monkeypatch.setattr(reproduce, "run_study", lambda path, out, layer, **kw: (
+        seen.append((path.name, kw["budget"])) or (out / path.stem, [])))
+
+    def replan(i):
+        asked.append(i)
+        return {p[2].name: dataclasses.replace(budgets[p[2].name], steps={"sgd": 100 * i}) for p in planned[i:]}
+
+    planned = [(type("S", (), {"study": n, "title": n}), tmp_path / f"{n}.yaml", type("T", (), {"name": n}), [])
+               for n in ("a", "b", "c")]
+    from dlstudy.studies.running.budget import StudyBudget
+
+    budgets = {n: StudyBudget({"sgd": 1}, {"sgd": 10}, "linear", {"remaining_s": 60.0}) for n in ("a", "b", "c")}
+    estimates = [60.0, 60.0, 60.0]
+    record = {"sections": []}
+    assert reproduce._run_sections(planned, estimates, tmp_path, {}, 1, None, None, record, budgets, replan) == []
+    assert asked == [1, 2]  # before each section but the first
+    assert [(name, b.steps["sgd"]) for name, b in seen] == [("a.yaml", 1), ("b.yaml", 100), ("c.yaml", 200)]
+    assert [s["study"] for s in record["sections"]] == ["a", "b", "c"]

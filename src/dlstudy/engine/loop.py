@@ -72,18 +72,29 @@ def diverged(epoch: int, step: int, what: str, value, lr: float | None = None,
     return TrainingDiverged(f"training diverged at epoch {epoch} step {step} ({what} {value}); {lower} or {clip}")
 
 
+# A step loss above this is a divergence even while it is finite (Adam at lr 1e8 keeps it finite): every objective
+# here starts near ln(K) (cross-entropy) or a few units (triplet, center), so 1e6 means the weights have blown up.
+LOSS_CEILING = 1e6
+
+
 def _check_finite(pending: list[torch.Tensor], first_step: int, epoch: int, info: DistInfo, device,
                   remedy: dict) -> list[float]:
-    """Move the pending per-step losses to the host; raise TrainingDiverged at the first NaN/inf one.
+    """Move the pending per-step losses to the host; raise TrainingDiverged at the first NaN/inf one, or the first
+    above LOSS_CEILING.
 
     Under DDP the sum is reduced over ranks first, so every rank stops together instead of hanging.
     remedy: {"lr", "grad_clip"} for the message.
     """
     values = torch.stack(pending).float().cpu().tolist()  # one host sync for len(pending) steps
-    total = all_reduce_sum([math.fsum(values)], info, device)[0] if info.enabled else math.fsum(values)
-    if not math.isfinite(total):
-        bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), 0)
-        value = values[bad] if not math.isfinite(values[bad]) else "non-finite on another rank"
+    local = [math.fsum(values), float(sum(abs(v) > LOSS_CEILING for v in values))]
+    total, above = all_reduce_sum(local, info, device) if info.enabled else local
+    if not math.isfinite(total) or above:
+        bad = next((i for i, v in enumerate(values) if not math.isfinite(v) or abs(v) > LOSS_CEILING), None)
+        if bad is None:
+            bad, value = 0, "non-finite or above the ceiling on another rank"
+        else:
+            value = values[bad] if not math.isfinite(values[bad]) else \
+                f"{values[bad]:.3g}, above the ceiling {LOSS_CEILING:g}"
         raise diverged(epoch, first_step + bad, "loss", value, **remedy)
     return values
 

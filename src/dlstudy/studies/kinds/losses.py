@@ -195,7 +195,7 @@ def _embedding_blocks(study_dir: Path, groups: dict[str, list[ArmRun]]) -> list:
         blocks.append(Paragraph("Warning, collapsed embeddings: " + "; ".join(warnings_)))
     if panels:
         path = pca_figure(panels, Path(study_dir) / "figures" / "loss_embeddings_pca.png")
-        blocks.append(Figure(path, "Test embeddings (features for arms without an embedding head), 2-D PCA, "
+        blocks.append(Figure(path.relative_to(study_dir), "Test embeddings (features for arms without an embedding head), 2-D PCA, "
                                    "coloured by class; one seed per arm"))
     return blocks
 

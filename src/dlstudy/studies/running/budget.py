@@ -30,7 +30,12 @@ from dlstudy.errors import ConfigError
 # Fixed costs that are not measured, from a digits study on 2 cores (docs/studies.md, "Time budget")
 RUN_START_S = 2.0  # per run besides loading its data: job start, config/env files, predictions, figures
 STUDY_REPORT_S = 5.0  # per study: summary, statistics (bootstrap) and the report's figures
-SVM_FIT_S = 8.0  # per C value of an SVM fitted on a run's embeddings (eval.classifier: svm), a rough figure
+# An SVM fitted on a run's embeddings (eval.classifier: svm), per C value: seconds per train embedding x dimension x
+# class, measured on 2 Zen 4 cores (48 and 80 s for C = 0.1 and 1 on 64,800 x 128 x 200 Tiny ImageNet embeddings),
+# with a floor for small sets (start-up, the Newton iterations' fixed costs)
+SVM_FIT_S_PER_UNIT = 3.5e-8
+SVM_FIT_MIN_S = 2.0
+SVM_EMBEDDING_DIM = 512  # the embedding size assumed when model.embedding_dim is not set (a backbone's features)
 
 
 @dataclass(frozen=True)
@@ -258,10 +263,17 @@ def arm_cost(cfg: RunConfig, arm: str, facts: dict, tp, done: bool, weight: floa
         once += (facts["n_test"] + facts["n_val"]) / tp.eval_img_s  # test, then val scores of the best weights
     else:
         once += (facts["n_train"] + facts["n_val"] + facts["n_test"]) / tp.eval_img_s
-        once += SVM_FIT_S * len(cfg.svm.C) if e.classifier == "svm" else 0.0
+        if e.classifier == "svm":
+            dims = cfg.model.embedding_dim or SVM_EMBEDDING_DIM
+            once += len(cfg.svm.C) * svm_fit_seconds(facts["n_train"], dims, facts["classes"])
     epoch = (facts["n_val"] + min(t.train_eval_subset, facts["n_train"])) / tp.eval_img_s
     return RunCost(arm, tp.step_s, once, epoch, _full_epoch_steps(cfg, facts["labels"], tp.needs_pk), t.epochs,
                    done, weight)
+
+
+def svm_fit_seconds(n_train: int, dims: int, classes: int) -> float:
+    """Expected seconds of one LinearSVM fit (one C) on `n_train` embeddings of `dims` values, `classes` classes."""
+    return max(SVM_FIT_MIN_S, SVM_FIT_S_PER_UNIT * n_train * dims * classes)
 
 
 def study_costs(study, tasks: list, *, available: int, device: str, remeasure: bool, memo: dict,
@@ -295,11 +307,12 @@ def study_costs(study, tasks: list, *, available: int, device: str, remeasure: b
 
 
 def plan_budgets(entries: list[tuple], minutes: float, started: float, *, jobs: int = 1, remeasure: bool = False,
-                 device: str = "cpu") -> tuple[dict, str]:
+                 device: str = "cpu", memo: dict | None = None) -> tuple[dict, str]:
     """`entries`: [(study, tasks)] in the order they run. Returns ({study name: StudyBudget}, the plan's text).
 
-    `started`: time.time() when the command started; what the plan spent so far (and spends measuring) is taken
-    off the budget. ConfigError (exit 2) when the budget is impossible."""
+    `started`: time.time() when the command started; what was spent so far (planning, measuring, and for a re-plan
+    the sections already run) is taken off the budget. `memo`: data facts kept between a plan and its re-plans.
+    ConfigError (exit 2) when the budget is impossible."""
     import time
 
     import torch
@@ -314,7 +327,8 @@ def plan_budgets(entries: list[tuple], minutes: float, started: float, *, jobs: 
     if any(study.minutes and any(t.cfg.task != "train" for t in tasks) for study, tasks in entries):
         factor = calibration_seconds() / REFERENCE_CALIBRATION_S
         svm_seconds = {study.name: study.minutes * 60 * factor for study, _ in entries if study.minutes}
-    memo, inputs, details = {}, [], {}
+    memo = {} if memo is None else memo
+    inputs, details = [], {}
     for study, tasks in entries:
         section, details[study.name] = study_costs(study, tasks, available=available, device=device,
                                                    remeasure=remeasure, memo=memo,

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 from dlstudy.config import ExecutorConfig, deep_merge
 from dlstudy.errors import ConfigError, DlstudyError
@@ -108,22 +110,32 @@ def run_reproduce(out: str | Path, tier: str = "full", data_root: str | None = N
     session = resolve_executor(ExecutorConfig(), executor)  # a missing extra fails before anything runs
     check_output_folder(out)
     planned = _plan(sections, tier, layer, seeds, out)
-    estimates, budgets = _announce(planned, out, tier, budget, minutes, started, jobs, remeasure)
+    memo: dict = {}  # data facts of the plan, kept for its re-plans
+    estimates, budgets = _announce(planned, out, tier, budget, minutes, started, jobs, remeasure, memo)
     if plan_only:
         return None, []
+    replan = None if minutes is None else partial(_replan, planned, minutes, started, jobs, memo)
     record = {"tier": tier, "budget": budget, "minutes": minutes, "data_root": data_root, "overrides": layer,
               "env": environment_info(resolve_device("auto")), "sections": [], "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     with executor_session(session):
-        failures = _run_sections(planned, estimates, out, layer, jobs, seeds, executor, record, budgets)
+        failures = _run_sections(planned, estimates, out, layer, jobs, seeds, executor, record, budgets, replan)
     _, html_path = write_reproduce_report(out)
     return html_path, failures
 
 
 def _run_sections(planned: list[tuple], estimates: list, out: Path, layer: dict, jobs: int, seeds: list[int] | None,
-                  executor: dict | None, record: dict, budgets: dict | None = None) -> list[str]:
-    """Each planned study in turn (run_study), recorded in OUT/reproduce.json as it ends; returns the failures."""
+                  executor: dict | None, record: dict, budgets: dict | None = None,
+                  replan: Callable[[int], dict | None] | None = None) -> list[str]:
+    """Each planned study in turn (run_study), recorded in OUT/reproduce.json as it ends; returns the failures.
+
+    `replan(i)`: under --minutes, the budgets of sections i.. for the time really left (before each section but the
+    first), so an estimate that was off for one section is made up by the ones after it."""
     failures = []
     for i, (section, path, *_) in enumerate(planned):
+        fresh = replan(i) if replan and i else None
+        if fresh:
+            budgets = {**(budgets or {}), **fresh}
+            estimates[i:] = [fresh[p[2].name].record["remaining_s"] for p in planned[i:]]
         left = estimates[i:]
         eta = "" if None in left else \
             f"; estimated {left[0] / 60:.1f} min, whole run done at ~{time.strftime('%H:%M', time.localtime(time.time() + sum(left)))}"
@@ -143,8 +155,28 @@ def _run_sections(planned: list[tuple], estimates: list, out: Path, layer: dict,
     return failures
 
 
+def _replan(planned: list[tuple], minutes: float, started: float, jobs: int, memo: dict, i: int) -> dict | None:
+    """The budgets of sections i.. (not run yet) for the time left (throughput from the cache, data facts from the
+    first plan); None, with a warning, when that time cannot give each remaining run one step (they keep the steps
+    of the first plan)."""
+    from dlstudy.studies.running.budget import plan_budgets
+
+    rest = planned[i:]
+    try:
+        budgets, text = plan_budgets([(study, tasks) for _, _, study, tasks in rest], minutes, started, jobs=jobs,
+                                     device=resolve_device("auto"), memo=memo)
+    except ConfigError as exc:
+        log.warning("--minutes %g: the %d section(s) left keep the first plan's steps (%s)", minutes, len(rest), exc)
+        return None
+    spent = (time.time() - started) / 60
+    log.info("re-planned the %d section(s) left for the %.1f min left of the %g-min budget:\n%s", len(rest),
+             minutes - spent, minutes, text.split("\n", 1)[1])
+    return budgets
+
+
 def _announce(planned: list[tuple], out: Path, tier: str, budget: str | None, minutes: float | None = None,
-              started: float = 0.0, jobs: int = 1, remeasure: bool = False) -> tuple[list[float | None], dict]:
+              started: float = 0.0, jobs: int = 1, remeasure: bool = False,
+              memo: dict | None = None) -> tuple[list[float | None], dict]:
     """Log the plan (sections, arms x seeds, data sizes, estimated time); returns (the estimate per section,
     {study name: budget.StudyBudget} when `minutes` is given, else {}).
 
@@ -162,7 +194,7 @@ def _announce(planned: list[tuple], out: Path, tier: str, budget: str | None, mi
         from dlstudy.studies.running.budget import plan_budgets
 
         budgets, text = plan_budgets([(study, tasks) for _, _, study, tasks in planned], minutes, started,
-                                     jobs=jobs, remeasure=remeasure, device=resolve_device("auto"))
+                                     jobs=jobs, remeasure=remeasure, device=resolve_device("auto"), memo=memo)
         for p in plans:
             if p.runs_left:
                 p.estimate_s, p.estimate_from = budgets[p.study].record["remaining_s"], "budget"
