@@ -184,3 +184,16 @@ def fake_arm_runs(folder: Path, arm: str, accuracy: float, seeds=(0,), **kw) -> 
     # crc32, not hash(): str hashes change with PYTHONHASHSEED, so each CI run drew other predictions
     return [load_arm_run(fake_arm_run(folder / arm / f"seed-{s}", accuracy, s,
                                       rng_seed=zlib.crc32(f"{arm}/{s}".encode()), **kw), arm, s) for s in seeds]
+
+
+# ------------------------------------------------------------------------------------------------ commands
+
+# a two-epoch digits MLP run of `dlstudy train`, small enough for tests that compare folders before and after
+TRAIN = ["train", "--data", "digits", "--model", "mlp", "--epochs", "2", "--device", "cpu",
+         "--set", "data.max_train=200", "--set", "data.max_eval=100", "--set", "train.train_eval_subset=50",
+         "--set", "train.evaluate_before=false"]
+
+
+def state(root: Path) -> dict[str, bytes | None]:
+    """Every path below `root` with its bytes (None for a folder)."""
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}

@@ -24,12 +24,7 @@ from dlstudy.config import build_run_config, dump_yaml
 from dlstudy.errors import ConfigError, WeightsError
 from dlstudy.runs import check_folder_name
 from dlstudy.studies.running.runner import load_study, plan_study
-from helpers import calls, fake_study, make_image_tree
-
-TRAIN = ["train", "--data", "digits", "--model", "mlp", "--epochs", "2", "--device", "cpu",
-         "--set", "data.max_train=200", "--set", "data.max_eval=100", "--set", "train.train_eval_subset=50",
-         "--set", "train.evaluate_before=false"]
-
+from helpers import TRAIN, calls, fake_study, make_image_tree, state
 
 @pytest.fixture(autouse=True)
 def _own_cache(tmp_path, monkeypatch):
@@ -43,11 +38,6 @@ def work(tmp_path) -> Path:
     folder.mkdir()
     (folder / "keep.txt").write_text("a file of the user's\n")
     return folder
-
-
-def state(root: Path) -> dict[str, bytes | None]:
-    """Every path below `root` with its bytes (None for a folder)."""
-    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
 
 
 def cli(argv: list, capsys) -> tuple[int, str]:

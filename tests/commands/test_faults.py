@@ -23,12 +23,7 @@ from torch import nn
 
 from dlstudy import io
 from dlstudy.errors import ConfigError, DiskFullError, TrainingDiverged
-from helpers import make_image_tree
-
-TRAIN = ["train", "--data", "digits", "--model", "mlp", "--epochs", "2", "--device", "cpu",
-         "--set", "data.max_train=200", "--set", "data.max_eval=100", "--set", "train.train_eval_subset=50",
-         "--set", "train.evaluate_before=false"]
-
+from helpers import TRAIN, make_image_tree, state
 
 @pytest.fixture(autouse=True)
 def _own_cache(tmp_path, monkeypatch):
@@ -41,11 +36,6 @@ def work(tmp_path) -> Path:
     folder.mkdir()
     (folder / "keep.txt").write_text("a file of the user's\n")
     return folder
-
-
-def state(root: Path) -> dict[str, bytes | None]:
-    """Every path below `root` with its bytes (None for a folder)."""
-    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
 
 
 def dlstudy(*argv, cwd: Path | None = None, timeout: int = 120) -> tuple[int, str]:
