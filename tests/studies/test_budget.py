@@ -16,7 +16,7 @@ from dlstudy.cli import main
 from dlstudy.config import RunConfig, build_run_config
 from dlstudy.errors import ConfigError
 from dlstudy.optim import build_optimizer, build_scheduler
-from dlstudy.studies.running import throughput
+from dlstudy.studies.running import budget, throughput
 from dlstudy.studies.running.budget import (RunCost, SectionInput, allocate, budgeted_config, format_budget,
                                             split_steps, steps_within)
 
@@ -164,6 +164,33 @@ def test_budgeted_config_scales_epoch_counted_settings():
 # ------------------------------------------------------------------------------------------------ measurement
 
 
+def test_observed_pace_is_real_over_planned_within_bounds():
+    assert budget.observed_pace([]) == 1.0
+    assert budget.observed_pace([(None, 30.0)]) == 1.0  # no plan to compare with
+    assert budget.observed_pace([(100.0, 110.0), (50.0, 70.0)]) == pytest.approx(180 / 150)
+    assert budget.observed_pace([(100.0, 110.0), (None, 500.0)]) == pytest.approx(1.1)
+    assert budget.observed_pace([(10.0, 100.0)]) == budget.PACE_BOUNDS[1]
+    assert budget.observed_pace([(100.0, 1.0)]) == budget.PACE_BOUNDS[0]
+
+
+def test_a_slower_pace_gives_fewer_steps_and_the_same_section_time(tmp_path, monkeypatch):
+    """Estimates x pace: a re-plan after sections that ran 1.3 x their plan gives the runs left fewer steps, and
+    its expected time (at that pace) still fills the time left."""
+    import time
+
+    monkeypatch.setenv("DLSTUDY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(throughput, "TARGET_SECONDS", 0.2)
+    planned, memo = _two_sections(tmp_path), {}
+    entries = [(p[2], p[3]) for p in planned[1:]]
+    now = time.time()
+    on, _ = budget.plan_budgets(entries, 2.0, now, memo=memo)
+    slow, text = budget.plan_budgets(entries, 2.0, now, memo=memo, pace=1.3)
+    assert slow["second"].steps["sgd"] < on["second"].steps["sgd"] * 0.85
+    assert slow["second"].record["pace"] == 1.3 and on["second"].record["pace"] == 1.0
+    assert slow["second"].record["expected_s"] == pytest.approx(on["second"].record["expected_s"], rel=0.1)
+    assert "estimates x 1.30" in text
+
+
 def _mlp_cfg(**train) -> RunConfig:
     return build_run_config({"data": {"name": "digits"}, "model": {"name": "mlp"},
                              "optim": {"name": "momentum", "lr": 0.1}, "train": {"batch_size": 16, **train}})
@@ -173,6 +200,9 @@ def test_measurement_on_a_tiny_model_is_real_timing():
     tp = throughput.measure(_mlp_cfg(), (1, 8, 8), 10, available=1, target_s=0.2)
     assert 0 < tp.step_s < 1.0
     assert tp.train_img_s == pytest.approx(16 / tp.step_s, rel=0.01)
+    # 24 does not divide the synthetic set's default size: every timed step is still a full batch of 24
+    tp24 = throughput.measure(_mlp_cfg(batch_size=24), (1, 8, 8), 10, available=1, target_s=0.2)
+    assert tp24.train_img_s == pytest.approx(24 / tp24.step_s, rel=0.01)
     assert tp.eval_img_s > tp.train_img_s  # no backward pass
     assert tp.threads == 1 and not tp.needs_pk
     triplet = build_run_config({"data": {"name": "digits"}, "model": {"name": "mlp", "embedding_dim": 8},
@@ -388,8 +418,8 @@ def test_each_section_after_the_first_runs_with_its_replanned_budget(tmp_path, m
     monkeypatch.setattr(reproduce, "run_study", lambda path, out, layer, **kw: (
         seen.append((path.name, kw["budget"])) or (out / path.stem, [])))
 
-    def replan(i):
-        asked.append(i)
+    def replan(i, pace):
+        asked.append((i, pace))
         return {p[2].name: dataclasses.replace(budgets[p[2].name], steps={"sgd": 100 * i}) for p in planned[i:]}
 
     planned = [(type("S", (), {"study": n, "title": n}), tmp_path / f"{n}.yaml", type("T", (), {"name": n}), [])
@@ -400,6 +430,7 @@ def test_each_section_after_the_first_runs_with_its_replanned_budget(tmp_path, m
     estimates = [60.0, 60.0, 60.0]
     record = {"sections": []}
     assert reproduce._run_sections(planned, estimates, tmp_path, {}, 1, None, None, record, budgets, replan) == []
-    assert asked == [1, 2]  # before each section but the first
+    # before each section but the first, at the pace the sections before went (instant here: the lowest pace)
+    assert asked == [(1, budget.PACE_BOUNDS[0]), (2, budget.PACE_BOUNDS[0])]
     assert [(name, b.steps["sgd"]) for name, b in seen] == [("a.yaml", 1), ("b.yaml", 100), ("c.yaml", 200)]
     assert [s["study"] for s in record["sections"]] == ["a", "b", "c"]

@@ -195,10 +195,14 @@ class StudyBudget:
 # ------------------------------------------------------------------------------------------------ text
 
 
-def format_budget(budget_s: float, spent_s: float, plans: list[SectionPlan], details: dict[str, dict]) -> str:
+def format_budget(budget_s: float, spent_s: float, plans: list[SectionPlan], details: dict[str, dict],
+                  pace: float = 1.0) -> str:
     """The plan's lines: per arm steps, measured img/s, expected minutes; per section and in all vs the budget."""
     lines = [f"time budget: {budget_s / 60:.1f} min ({spent_s / 60:.1f} min already spent planning: data, "
              f"measurements)"]
+    if pace != 1.0:
+        lines.append(f"  estimates x {pace:.2f}: the sections run so far took {pace:.2f} x their planned time "
+                     f"(bounded to {PACE_BOUNDS[0]}-{PACE_BOUNDS[1]})")
     for plan in plans:
         lines.append(f"  [{plan.study}] ~{plan.expected_s / 60:.1f} min of its {plan.seconds / 60:.1f} min "
                      f"(fixed {plan.fixed_s / 60:.1f} min)")
@@ -307,11 +311,12 @@ def study_costs(study, tasks: list, *, available: int, device: str, remeasure: b
 
 
 def plan_budgets(entries: list[tuple], minutes: float, started: float, *, jobs: int = 1, remeasure: bool = False,
-                 device: str = "cpu", memo: dict | None = None) -> tuple[dict, str]:
+                 device: str = "cpu", memo: dict | None = None, pace: float = 1.0) -> tuple[dict, str]:
     """`entries`: [(study, tasks)] in the order they run. Returns ({study name: StudyBudget}, the plan's text).
 
     `started`: time.time() when the command started; what was spent so far (planning, measuring, and for a re-plan
     the sections already run) is taken off the budget. `memo`: data facts kept between a plan and its re-plans.
+    `pace`: every estimate times this (a re-plan's observed real / planned seconds of the sections run so far).
     ConfigError (exit 2) when the budget is impossible."""
     import time
 
@@ -335,7 +340,7 @@ def plan_budgets(entries: list[tuple], minutes: float, started: float, *, jobs: 
                                                    svm_seconds=svm_seconds.get(study.name))
         if jobs > 1:  # runs side by side: each run may take `jobs` times its share of the wall time
             section.runs = [dataclasses.replace(r, weight=r.weight / jobs) for r in section.runs]
-        inputs.append(section)
+        inputs.append(at_pace(section, pace))
     budget_s, spent = minutes * 60, time.time() - started
     plans = allocate(inputs, budget_s, spent)
     machine = machine_info(device)
@@ -356,12 +361,38 @@ def plan_budgets(entries: list[tuple], minutes: float, started: float, *, jobs: 
         text_details[study.name] = arms
         record = {"minutes": minutes, "section_s": round(plan.seconds, 1), "expected_s": round(plan.expected_s, 1),
                   "remaining_s": round(plan.remaining_s, 1), "fixed_s": round(plan.fixed_s, 1),
-                  "plan_s": round(spent, 1), "machine": machine, "jobs": jobs, "arms": arms,
+                  "plan_s": round(spent, 1), "pace": round(pace, 3), "machine": machine, "jobs": jobs, "arms": arms,
                   "budget_schedule": study.budget_schedule, "real_s": None}
         budgets[study.name] = StudyBudget(dict(plan.steps), {a: d["cost"].full_epoch_steps
                                                              for a, d in details[study.name].items()},
                                           study.budget_schedule, record)
-    return budgets, format_budget(budget_s, spent, plans, text_details)
+    return budgets, format_budget(budget_s, spent, plans, text_details, pace)
+
+
+# Bounds of a re-plan's pace: one odd section (a busy moment, a run that failed early) must not halve or double the
+# steps of every section after it
+PACE_BOUNDS = (0.67, 1.5)
+
+
+def observed_pace(sections: list[tuple[float | None, float]]) -> float:
+    """Real over planned seconds of the sections run so far ([(planned or None, real)]), within PACE_BOUNDS; 1.0
+    before any planned section ran. The throughput measurement takes a few seconds on random data; a long run on
+    real data can go slower (measured: DenseNet 10-25% on 2 shared Zen 4 cores) or faster, and the sections left
+    are planned at the pace the ones before them really went."""
+    planned = [(p, real) for p, real in sections if p]
+    if not planned:
+        return 1.0
+    ratio = sum(real for _, real in planned) / sum(p for p, _ in planned)
+    return min(max(ratio, PACE_BOUNDS[0]), PACE_BOUNDS[1])
+
+
+def at_pace(section: SectionInput, pace: float) -> SectionInput:
+    """`section` with every cost times `pace`."""
+    if pace == 1.0:
+        return section
+    runs = [dataclasses.replace(r, step_s=r.step_s * pace, once_s=r.once_s * pace, epoch_s=r.epoch_s * pace)
+            for r in section.runs]
+    return dataclasses.replace(section, runs=runs, fixed_s=section.fixed_s * pace)
 
 
 def keep_plan(plan: SectionPlan, section: SectionInput, tasks: list, minutes: float, machine: dict) -> None:

@@ -24,6 +24,7 @@ from dlstudy.config import ExecutorConfig, deep_merge
 from dlstudy.errors import ConfigError, DlstudyError
 from dlstudy.io import atomic_write_json
 from dlstudy.runs import check_output_folder, environment_info, resolve_device
+from dlstudy.studies.running.budget import observed_pace
 from dlstudy.studies.running.executors import executor_session, resolve_executor
 from dlstudy.studies.running.plan import (REFERENCE_CALIBRATION_S, calibration_seconds, format_plan,
                                           last_section_seconds, plan_section)
@@ -128,11 +129,12 @@ def _run_sections(planned: list[tuple], estimates: list, out: Path, layer: dict,
                   replan: Callable[[int], dict | None] | None = None) -> list[str]:
     """Each planned study in turn (run_study), recorded in OUT/reproduce.json as it ends; returns the failures.
 
-    `replan(i)`: under --minutes, the budgets of sections i.. for the time really left (before each section but the
-    first), so an estimate that was off for one section is made up by the ones after it."""
-    failures = []
+    `replan(i, pace)`: under --minutes, the budgets of sections i.. for the time really left (before each section
+    but the first), their estimates times the pace the sections before them went (budget.observed_pace), so an
+    estimate that was off for one section is made up by the ones after it."""
+    failures, ran = [], []  # ran: (planned, real) seconds of each section run
     for i, (section, path, *_) in enumerate(planned):
-        fresh = replan(i) if replan and i else None
+        fresh = replan(i, observed_pace(ran)) if replan and i else None
         if fresh:
             budgets = {**(budgets or {}), **fresh}
             estimates[i:] = [fresh[p[2].name].record["remaining_s"] for p in planned[i:]]
@@ -148,6 +150,7 @@ def _run_sections(planned: list[tuple], estimates: list, out: Path, layer: dict,
         except DlstudyError as exc:  # e.g. a summary that cannot be built; the other studies still run
             study_dir, failed = out / load_study(path).name, [f"study failed: {exc}"]
         failures += [f"{section.study}: {f}" for f in failed]
+        ran.append((estimates[i], time.time() - start))
         record["sections"].append({"study": section.study, "file": str(path), "dir": study_dir.name,
                                    "seconds": round(time.time() - start, 1), "failed": failed})
         record["end_time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -155,16 +158,17 @@ def _run_sections(planned: list[tuple], estimates: list, out: Path, layer: dict,
     return failures
 
 
-def _replan(planned: list[tuple], minutes: float, started: float, jobs: int, memo: dict, i: int) -> dict | None:
+def _replan(planned: list[tuple], minutes: float, started: float, jobs: int, memo: dict, i: int,
+            pace: float = 1.0) -> dict | None:
     """The budgets of sections i.. (not run yet) for the time left (throughput from the cache, data facts from the
-    first plan); None, with a warning, when that time cannot give each remaining run one step (they keep the steps
-    of the first plan)."""
+    first plan, estimates times `pace`); None, with a warning, when that time cannot give each remaining run one
+    step (they keep the steps of the first plan)."""
     from dlstudy.studies.running.budget import plan_budgets
 
     rest = planned[i:]
     try:
         budgets, text = plan_budgets([(study, tasks) for _, _, study, tasks in rest], minutes, started, jobs=jobs,
-                                     device=resolve_device("auto"), memo=memo)
+                                     device=resolve_device("auto"), memo=memo, pace=pace)
     except ConfigError as exc:
         log.warning("--minutes %g: the %d section(s) left keep the first plan's steps (%s)", minutes, len(rest), exc)
         return None

@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import platform
 import time
@@ -35,6 +36,7 @@ CACHE_FILE = "throughput.json"
 WARMUP_STEPS = 2  # oneDNN picks its kernels on the first calls: not timed
 MIN_TIMED_STEPS = 3
 MAX_TIMED_STEPS = 5000  # batch-1 MLP steps take ~0.7 ms: a few thousand fill the target time
+METHOD = 2  # in the cache key: entries measured by an older method (1: short last batches) are measured again
 TARGET_SECONDS = 2.0  # timed training per configuration (after the warm-up)
 MAX_EVAL_IMAGES = 1024  # an evaluation pass of at most this many images (after a warm-up pass)
 EVAL_ROUNDS = 3
@@ -90,7 +92,8 @@ def measured_config(cfg: RunConfig, image_shape: tuple[int, int, int], num_class
     return {"model": model, "loss": to_dict(cfg.loss), "image_shape": list(image_shape), "num_classes": num_classes,
             "augment": cfg.data.augment, "optim": cfg.optim.name, "batch_size": t.batch_size,
             "eval_batch_size": t.eval_batch_size, "amp": t.amp, "channels_last": t.channels_last,
-            "compile": t.compile, "grad_clip": t.grad_clip, "frozen_bn": t.frozen_bn, "threads": threads}
+            "compile": t.compile, "grad_clip": t.grad_clip, "frozen_bn": t.frozen_bn, "threads": threads,
+            "method": METHOD}
 
 
 def cache_key(machine: dict, config: dict) -> str:
@@ -143,12 +146,14 @@ def _quiet_cfg(cfg: RunConfig) -> RunConfig:
 
 def _synthetic_data(cfg: RunConfig, image_shape, num_classes: int, device: str):
     """Random uint8 images of the run's shape, labels cycling over the classes: enough for a few batches (and for
-    P x K batches: every class at least twice its K)."""
+    P x K batches: every class at least twice its K), a whole number of batches (a short last batch would make
+    the mean step look cheaper than the run's full ones)."""
     from dlstudy.data.splits import Split
 
     c, h, w = image_shape
     n = max(2 * cfg.train.batch_size, 2 * num_classes * cfg.loss.samples_per_class, cfg.loss.classes_per_batch *
             cfg.loss.samples_per_class * 2)
+    n = math.ceil(n / cfg.train.batch_size) * cfg.train.batch_size
     gen = torch.Generator().manual_seed(0)
     split = Split(torch.randint(0, 256, (n, c, h, w), dtype=torch.uint8, generator=gen),
                   torch.arange(n) % num_classes)
