@@ -705,6 +705,25 @@ def test_a_study_skips_a_run_another_process_holds_then_no_wait_stops_and_a_stal
     assert not list(out.rglob(".lock"))
 
 
+def test_reproduce_no_wait_leaves_a_held_study_unreported_and_says_so(tmp_path):
+    """`dlstudy reproduce --no-wait`: the study with a run held by another process is not waited for (no report,
+    the failure names it, exit 1); nothing of the held run is touched."""
+    out = tmp_path / "out"
+    held = out / "svm-quick" / "ovr" / "seed-0"
+    holder = _Holder(held)
+    try:
+        code, err = dlstudy("reproduce", "--quick", "--only", "svm", "--budget", "tiny", "--out", out, "--no-wait",
+                            cwd=tmp_path, timeout=300)
+        assert code == 1
+        assert f"ovr/seed-0: in progress in process {holder.pid}, skipped" in err
+        assert "svm: study failed: 1 run(s) of study svm-quick are in progress in other processes" in err
+        assert not (out / "svm-quick" / "report.md").exists()
+        assert (out / "svm-quick" / "crammer_singer" / "seed-0" / "DONE").is_file()
+        assert sorted(os.listdir(held)) == [".lock"]
+    finally:
+        holder.kill()
+
+
 def test_a_study_waits_for_a_run_in_progress_elsewhere_before_its_report(tmp_path):
     """The holder lets go once the study has run b/seed-0 (after skipping a/seed-0), without training a/seed-0 (as
     a killed process would): the waiting process says what it waits for, then trains the run itself."""

@@ -344,15 +344,15 @@ def test_budget_block_rows_from_budget_json(tmp_path):
 
     arms = {"adam": {"steps": 1200, "epochs": 4, "steps_per_epoch": 300, "runs": 3, "train_img_s": 2500.0,
                      "eval_img_s": 9000.0, "threads": 2, "run_s": 120.0}}
-    for name, real in (("s1", 390.0), ("s2", None)):
+    for name, real, pace in (("s1", 390.0, 1.0), ("s2", None, 1.084)):
         (tmp_path / name).mkdir()
         (tmp_path / name / "budget.json").write_text(json.dumps(
-            {"minutes": 10, "section_s": 360.0, "expected_s": 366.0, "real_s": real, "plan_s": 30.0,
+            {"minutes": 10, "section_s": 360.0, "expected_s": 366.0, "real_s": real, "plan_s": 30.0, "pace": pace,
              "machine": {"cpu": "Test CPU", "native_bf16": False, "torch": "x", "device": "cpu"}, "arms": arms}))
     text = render_markdown(budget_blocks(10, [("Q1", tmp_path / "s1"), ("Q2", tmp_path / "s2")]), tmp_path)
     assert "Test CPU; float32 (no native bf16)" in text
-    assert "| Q1 | 6.0 | 6.1 | 6.5 |" in text and "| Q2 | 6.0 | 6.1 | — |" in text
-    assert "| total | 10 | 12.7 | 7.0 |" in text  # planning 0.5 + 6.1 + 6.1; real: 0.5 + 6.5 (Q2 unfinished)
+    assert "| Q1 | 6.0 | 6.1 | 6.5 | 1.00 |" in text and "| Q2 | 6.0 | 6.1 | — | 1.08 |" in text
+    assert "| total | 10 | 12.7 | 7.0 |  |" in text  # planning 0.5 + 6.1 + 6.1; real: 0.5 + 6.5 (Q2 unfinished)
     assert "| Q1 | adam | 1,200 (4 x 300) | 3 | 2,500 | 9,000 | 2 | 2.0 |" in text
     assert budget_blocks(None, [("Q1", tmp_path / "s1")]) == []  # no --minutes: no block
 

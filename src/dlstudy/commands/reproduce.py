@@ -33,6 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time per study, each in its own process")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a run-config key in every arm of every study (repeatable)")
+    parser.add_argument("--no-wait", action="store_true",
+                        help="a study with runs another process is training is not waited for: its report is not "
+                        "written, the other studies go on, exit code 1 (run the same command again later)")
+    parser.add_argument("--yes", action="store_true",
+                        help="run a study of more than 1,000 runs (arms x grid x seeds) without asking")
     from dlstudy.commands.run import add_budget_arguments
 
     add_budget_arguments(parser, f" (default: {DEFAULT_MINUTES['cpu']:g} with --tier cpu, `off` for the study files' "
@@ -65,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     html_path, failures = run_reproduce(args.out, tier=tier, data_root=args.data_root, budget=args.budget,
                                         jobs=args.jobs, only=args.only, overrides=overrides,
                                         executor=executor_flags(args), minutes=minutes,
-                                        remeasure=args.remeasure, plan_only=args.plan_only, started=started)
+                                        remeasure=args.remeasure, plan_only=args.plan_only, started=started,
+                                        wait=not args.no_wait, yes=args.yes)
     if html_path is None:  # --plan-only
         return 0
     print(f"report: {html_path}")

@@ -315,7 +315,8 @@ def plan_budgets(entries: list[tuple], minutes: float, started: float, *, jobs: 
     """`entries`: [(study, tasks)] in the order they run. Returns ({study name: StudyBudget}, the plan's text).
 
     `started`: time.time() when the command started; what was spent so far (planning, measuring, and for a re-plan
-    the sections already run) is taken off the budget. `memo`: data facts kept between a plan and its re-plans.
+    the sections already run) is taken off the budget. `memo`: data facts and the calibration kept between a plan
+    and its re-plans.
     `pace`: every estimate times this (a re-plan's observed real / planned seconds of the sections run so far).
     ConfigError (exit 2) when the budget is impossible."""
     import time
@@ -328,11 +329,12 @@ def plan_budgets(entries: list[tuple], minutes: float, started: float, *, jobs: 
     if not (minutes > 0 and math.isfinite(minutes)):
         raise ConfigError(f"--minutes: expected a positive number of minutes, got {minutes:g}")
     available = max(1, torch.get_num_threads() // max(jobs, 1))
+    memo = {} if memo is None else memo
     svm_seconds = {}
     if any(study.minutes and any(t.cfg.task != "train" for t in tasks) for study, tasks in entries):
-        factor = calibration_seconds() / REFERENCE_CALIBRATION_S
-        svm_seconds = {study.name: study.minutes * 60 * factor for study, _ in entries if study.minutes}
-    memo = {} if memo is None else memo
+        if "calibration" not in memo:  # measured once: re-plans reuse it
+            memo["calibration"] = calibration_seconds() / REFERENCE_CALIBRATION_S
+        svm_seconds = {study.name: study.minutes * 60 * memo["calibration"] for study, _ in entries if study.minutes}
     inputs, details = [], {}
     for study, tasks in entries:
         section, details[study.name] = study_costs(study, tasks, available=available, device=device,

@@ -47,12 +47,12 @@ BUDGETS: dict[str, dict] = {
 }
 
 
-def _plan(sections, tier: str, overrides: dict, seeds: list[int] | None, out: Path) -> list[tuple]:
+def _plan(sections, tier: str, overrides: dict, seeds: list[int] | None, out: Path, yes: bool = False) -> list[tuple]:
     """Resolve and validate every study before anything runs (a typo in Q3 fails now, not after Q1 ran)."""
     planned, needs, names = [], {}, {}
     for section in sections:
         path = study_file(section.study, tier)
-        study = load_study(path)
+        study = load_study(path, yes=yes, seeds=seeds)
         if seeds:
             study.seeds = list(seeds)
         tasks = plan_study(study, out, overrides, source=str(path))
@@ -83,12 +83,14 @@ def _plan(sections, tier: str, overrides: dict, seeds: list[int] | None, out: Pa
 def run_reproduce(out: str | Path, tier: str = "full", data_root: str | None = None, budget: str | None = None,
                   jobs: int = 1, only: list[str] | None = None, overrides: dict | None = None,
                   executor: dict | None = None, minutes: float | None = None, remeasure: bool = False,
-                  plan_only: bool = False, started: float | None = None) -> tuple[Path | None, list]:
+                  plan_only: bool = False, started: float | None = None, wait: bool = True,
+                  yes: bool = False) -> tuple[Path | None, list]:
     """Run the studies in the reference report's order and write OUT/report.md / .html; returns (html, failures).
 
     `executor`: executor flags (dlstudy run's) for every study; one session (e.g. Ray connection) serves them all.
     `minutes`: a time budget for the whole run (studies/running/budget.py), counted from `started` (default: now).
-    `plan_only`: log the plan and return (None, []) without running or writing anything.
+    `plan_only`: log the plan and return (None, []) without running or writing anything. `wait`, `yes`: as
+    `dlstudy run --no-wait / --yes` for every study (a study whose runs are held elsewhere fails, the others go on).
     """
     started = time.time() if started is None else started
     if minutes is not None and budget is not None:
@@ -110,7 +112,7 @@ def run_reproduce(out: str | Path, tier: str = "full", data_root: str | None = N
     seeds = BUDGETS[budget]["seeds"] if budget else None
     session = resolve_executor(ExecutorConfig(), executor)  # a missing extra fails before anything runs
     check_output_folder(out)
-    planned = _plan(sections, tier, layer, seeds, out)
+    planned = _plan(sections, tier, layer, seeds, out, yes)
     memo: dict = {}  # data facts of the plan, kept for its re-plans
     estimates, budgets = _announce(planned, out, tier, budget, minutes, started, jobs, remeasure, memo)
     if plan_only:
@@ -119,14 +121,16 @@ def run_reproduce(out: str | Path, tier: str = "full", data_root: str | None = N
     record = {"tier": tier, "budget": budget, "minutes": minutes, "data_root": data_root, "overrides": layer,
               "env": environment_info(resolve_device("auto")), "sections": [], "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     with executor_session(session):
-        failures = _run_sections(planned, estimates, out, layer, jobs, seeds, executor, record, budgets, replan)
+        failures = _run_sections(planned, estimates, out, layer, jobs, seeds, executor, record, budgets, replan,
+                                 wait=wait, yes=yes)
     _, html_path = write_reproduce_report(out)
     return html_path, failures
 
 
 def _run_sections(planned: list[tuple], estimates: list, out: Path, layer: dict, jobs: int, seeds: list[int] | None,
                   executor: dict | None, record: dict, budgets: dict | None = None,
-                  replan: Callable[[int], dict | None] | None = None) -> list[str]:
+                  replan: Callable[[int, float], dict | None] | None = None, wait: bool = True,
+                  yes: bool = False) -> list[str]:
     """Each planned study in turn (run_study), recorded in OUT/reproduce.json as it ends; returns the failures.
 
     `replan(i, pace)`: under --minutes, the budgets of sections i.. for the time really left (before each section
@@ -145,7 +149,7 @@ def _run_sections(planned: list[tuple], estimates: list, out: Path, layer: dict,
         start = time.time()
         try:
             study_dir, results = run_study(path, out, layer, jobs=jobs, seeds=seeds, executor=executor,
-                                           budget=(budgets or {}).get(planned[i][2].name))
+                                           budget=(budgets or {}).get(planned[i][2].name), wait=wait, yes=yes)
             failed = [f"{r.arm}/seed-{r.seed}: {r.error}" for r in results if not r.ok]
         except DlstudyError as exc:  # e.g. a summary that cannot be built; the other studies still run
             study_dir, failed = out / load_study(path).name, [f"study failed: {exc}"]

@@ -41,7 +41,9 @@ def budget_blocks(minutes, sections: list[tuple[str, Path]], level: int = 3) -> 
     expected = budgets[0][1].get("plan_s") or 0.0
     real = expected
     for title, b in budgets:
-        rows.append([title, _minutes(b.get("section_s")), _minutes(b.get("expected_s")), _minutes(b.get("real_s"))])
+        pace = b.get("pace")
+        rows.append([title, _minutes(b.get("section_s")), _minutes(b.get("expected_s")), _minutes(b.get("real_s")),
+                     f"{pace:.2f}" if isinstance(pace, (int, float)) else "—"])
         expected += b.get("expected_s") or 0.0
         real += b.get("real_s") or 0.0
         for arm, a in (b.get("arms") or {}).items():
@@ -49,13 +51,15 @@ def budget_blocks(minutes, sections: list[tuple[str, Path]], level: int = 3) -> 
                              a.get("runs"), f"{a.get('train_img_s', 0):,.0f}", f"{a.get('eval_img_s', 0):,.0f}",
                              a.get("threads"), _minutes(a.get("run_s"))])
     rows.append(["planning (data, measurements)", "", _minutes(budgets[0][1].get("plan_s")),
-                 _minutes(budgets[0][1].get("plan_s"))])
-    rows.append(["total", f"{float(minutes):g}", _minutes(expected), _minutes(real)])
+                 _minutes(budgets[0][1].get("plan_s")), ""])
+    rows.append(["total", f"{float(minutes):g}", _minutes(expected), _minutes(real), ""])
     return [Heading("Budget", level),
             Paragraph(f"Time budget {float(minutes):g} min (`--minutes`), split by the plan before anything ran "
                       f"(docs/studies.md, \"Time budget\"). Machine: {_machine(budgets[0][1].get('machine') or {})}. "
-                      "Throughput measured on this machine before the run (cached per machine)."),
-            Table(["section", "share (min)", "expected (min)", "real (min)"], rows,
+                      "Throughput measured on this machine before the run (cached per machine). Each section's "
+                      "share and expectation are those of the last re-plan before it ran, its estimates times the "
+                      "pace (real / planned time of the sections before it)."),
+            Table(["section", "share (min)", "expected (min)", "real (min)", "pace"], rows,
                   "Expected vs real minutes per section"),
             Table(["section", "arm", "steps a run (epochs x steps)", "runs", "train img/s", "eval img/s", "threads",
                    "expected min a run"], arm_rows, "Measured throughput and budgeted steps per arm")]
