@@ -18,7 +18,7 @@ from dlstudy.errors import ConfigError
 from dlstudy.optim import build_optimizer, build_scheduler
 from dlstudy.studies.running import budget, throughput
 from dlstudy.studies.running.budget import (RunCost, SectionInput, allocate, budgeted_config, format_budget,
-                                            split_steps, steps_within)
+                                            split_steps)
 
 # ------------------------------------------------------------------------------------------------ arithmetic
 
@@ -40,15 +40,20 @@ def test_split_steps(steps, full, epochs, expected):
     assert per <= full and steps - e < e * per <= steps
 
 
-def test_steps_within_is_the_most_that_fit():
-    cost = _cost()
-    steps = steps_within(cost, 10.0)
-    assert cost.seconds(steps) <= 10.0
-    # one epoch's worth more would not fit (steps are whole epochs x steps per epoch)
-    epochs, per = cost.layout(steps)
-    assert cost.seconds(steps + epochs + 1) > 10.0 or cost.layout(steps + epochs + 1)[0] > epochs
-    assert 10.0 - cost.seconds(steps) < cost.step_s * (epochs + 1) + cost.epoch_s + 1e-9
-    assert steps_within(cost, cost.seconds(1) - 1e-6) == 0
+def test_equal_training_steps_give_each_arm_the_same_training_time_with_its_evaluations_on_top():
+    """An arm whose evaluation costs more (an SVM on its embeddings: once_s 100 s) trains as long as the others;
+    the evaluations come out of the section's time, not out of that arm's steps."""
+    runs = [_cost("head", step_s=0.5, once_s=2.0), _cost("svm", step_s=0.25, once_s=100.0),
+            _cost("slow", step_s=1.0, once_s=2.0, weight=2.0)]
+    steps = budget.equal_training_steps(runs, 1000.0)
+    train = {r.arm: steps[r.arm] * r.step_s / r.weight for r in runs}
+    assert max(train.values()) - min(train.values()) <= 1.0  # within one step of the slowest arm
+    assert sum(r.seconds(steps[r.arm]) for r in runs) <= 1000.0
+    more = {a: int(steps[a] * 1.02) + 1 for a in steps}  # 2% more training each would not fit
+    assert sum(r.seconds(more[r.arm]) for r in runs) > 1000.0
+    seeds = runs + [runs[0]] * 3  # an arm's seeds all take its steps, and count against the time
+    fewer = budget.equal_training_steps(seeds, 1000.0)
+    assert fewer["head"] < steps["head"] and set(fewer) == set(steps)
 
 
 def test_allocate_shares_fixed_sections_and_weights():
@@ -62,9 +67,8 @@ def test_allocate_shares_fixed_sections_and_weights():
     assert plans["svm"].expected_s == 300.0
     # equal time per run within a section: x and y get the same steps (same cost model)
     assert plans["a"].steps["x"] == plans["a"].steps["y"]
-    # weight 2: twice the time of the other arm's run (less the fixed part, which both pay once)
-    p_s, q_s = plans["b"].per_run_s["p"], plans["b"].per_run_s["q"]
-    assert (p_s - 1.0) == pytest.approx(2 * (q_s - 1.0), rel=0.02)
+    # weight 2: twice the training steps of the other arm's run (same step time)
+    assert plans["b"].steps["p"] == pytest.approx(2 * plans["b"].steps["q"], abs=1)
     total = 60.0 + sum(p.expected_s for p in plans.values())
     assert total <= 3600.0 and total > 0.98 * 3600.0
 

@@ -228,3 +228,37 @@ def test_arms_standing_for_the_same_reference_row_share_a_row_across_tiers():
     rows = aligned_rows([tier("quick", ["densenet121-ce", "resnet18-ce"]), tier("cpu", ["densenet-ce", "extra"])],
                         "losses", labels)
     assert rows == [["densenet121-ce", "densenet-ce"], [None, "extra"], ["resnet18-ce", None]]  # each tier's order
+
+
+def test_a_study_run_as_part_of_a_larger_budget_is_shown_against_the_tiers_own_run(folders, monkeypatch):
+    """`reproduce --only STUDY --as-part-of M` runs one study file on its share of an M-minute plan of the whole
+    tier; `dlstudy results` shows it beside the tier's own run ("Accuracy against budget"), not as a second tier."""
+    monkeypatch.setitem(jobs.JOBS, "fake", jobs.Job("test_results_page:rich_fake_job", "test job"))
+    monkeypatch.setattr(sections, "PACKAGE_STUDIES", folders / "studies")
+    point = folders / "cpu-240"
+    assert main(["reproduce", "--tier", "cpu", "--only", "optimizers-cifar10-defaults", "--as-part-of", "240",
+                 "--out", str(point)]) == 0
+    record = json.loads((point / "reproduce.json").read_text())
+    assert record["as_part_of"] == 240 and 0 < record["minutes"] < 240
+    assert [s["study"] for s in record["sections"]] == ["optimizers-cifar10-defaults"]  # only that study file ran
+    page = _page(folders, monkeypatch, "quick", "cpu", "cpu-240")
+    assert "## Accuracy against budget" in page
+    seconds = {f: json.loads((folders / f / "reproduce.json").read_text())["sections"] for f in ("cpu", "cpu-240")}
+    own = next(s for s in seconds["cpu"] if s["study"] == "optimizers-cifar10-defaults")["seconds"]
+    header = (f"| arm | epochs of the study file ({own / 60:.1f} min, cpu) | 240-min tier "
+              f"({seconds['cpu-240'][0]['seconds'] / 60:.1f} min, cpu-240) |")
+    assert header in page
+    for arm in ("b", "c"):
+        cells = [_metric("accuracy")(folders / f / "optimizers-cifar10-defaults-cpu" / arm / "seed-0")
+                 for f in ("cpu", "cpu-240")]
+        assert f"| {arm} | {cells[0]:.3f} (1 seed) | {cells[1]:.3f} (1 seed) |" in page
+    assert "--as-part-of 240:" in page  # its provenance table says what budget it ran on
+    assert page.count("| arm | reference | quick | cpu |") >= 1  # still two tier columns, not three
+
+
+def test_as_part_of_needs_only_and_no_minutes(folders, monkeypatch, capsys):
+    monkeypatch.setattr(sections, "PACKAGE_STUDIES", folders / "studies")
+    for extra in ([], ["--only", "svm", "--minutes", "30"]):
+        assert main(["reproduce", "--tier", "cpu", "--as-part-of", "240", "--out", str(folders / "x"), *extra]) == 2
+        assert "--as-part-of M plans the whole tier for M minutes" in capsys.readouterr().err
+    assert not (folders / "x").exists()

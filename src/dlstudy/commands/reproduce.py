@@ -15,7 +15,7 @@ DEFAULT_MINUTES = {"cpu": 60.0}  # tier -> --minutes when not given (none for qu
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from dlstudy.studies.running.reproduce import BUDGETS
-    from dlstudy.studies.summary.sections import SECTIONS, TIERS
+    from dlstudy.studies.summary.sections import ONLY_CHOICES, TIERS
 
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--tier", choices=TIERS, default=None,
@@ -28,8 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", default=None, help="folder holding the datasets (cpu and full tiers)")
     parser.add_argument("--budget", choices=sorted(BUDGETS), default=None,
                         help="shrink every study further (tiny: 1 epoch, a few steps, one seed; for CI)")
-    parser.add_argument("--only", nargs="+", choices=[s.study for s in SECTIONS], default=None,
-                        help="run only these studies (the report covers those)")
+    parser.add_argument("--only", nargs="+", choices=ONLY_CHOICES, default=None, metavar="STUDY",
+                        help="run only these sections (svm, finetune, losses, optimizers) or study files of a "
+                        "section (e.g. optimizers-cifar10-defaults); the report covers those")
+    parser.add_argument("--as-part-of", type=float, default=None, metavar="MINUTES",
+                        help="with --only: plan the whole tier for MINUTES and run only the --only studies, on the "
+                        "minutes they get in that plan (e.g. one section at a 240-min budget; `dlstudy results` "
+                        "shows it beside the tier's own run as accuracy against budget)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time per study, each in its own process")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a run-config key in every arm of every study (repeatable)")
@@ -65,13 +70,14 @@ def run(args: argparse.Namespace) -> int:
                         "the real data in about an hour on 2 cores; --tier quick is the digits demo)")
     overrides = log_overrides(args, parse_overrides(args.overrides))  # --log: train.log of every arm
     args.interrupt_hint = "finished runs are kept: run the same command again to continue with the others"
-    minutes = DEFAULT_MINUTES.get(tier) if args.minutes is None and args.budget is None else args.minutes
+    minutes = DEFAULT_MINUTES.get(tier) if args.minutes is None and args.budget is None and args.as_part_of is None \
+        else args.minutes
     minutes = None if minutes == "off" else minutes
     html_path, failures = run_reproduce(args.out, tier=tier, data_root=args.data_root, budget=args.budget,
                                         jobs=args.jobs, only=args.only, overrides=overrides,
                                         executor=executor_flags(args), minutes=minutes,
                                         remeasure=args.remeasure, plan_only=args.plan_only, started=started,
-                                        wait=not args.no_wait, yes=args.yes)
+                                        wait=not args.no_wait, yes=args.yes, as_part_of=args.as_part_of)
     if html_path is None:  # --plan-only
         return 0
     print(f"report: {html_path}")

@@ -10,7 +10,8 @@ How the budget is split (docs/studies.md, "Time budget"):
    measurements) and an estimate of each study's report.
 2. The rest goes to the other sections in proportion to their `budget_share` (default: the study file's `minutes`).
 3. Within a section every run (each arm x seed, and each learning-rate candidate of an arm with `optim.lr_grid`,
-   which must train exactly like the arm's seeds) gets equal time, times `budget_weights[arm]` (default 1).
+   which must train exactly like the arm's seeds) gets equal *training* time, times `budget_weights[arm]`
+   (default 1), with its fixed costs on top (equal_training_steps).
 4. A run's time = steps x measured step time + its fixed costs (evaluations before, per epoch and after at the
    measured evaluation speed, SVM fits on embeddings, start-up): the steps are the most that fit.
 5. The steps become `train.epochs` x `train.max_steps_per_epoch` (the study's epochs when each still holds at least
@@ -67,18 +68,6 @@ def split_steps(steps: int, full_epoch_steps: int, epochs: int) -> tuple[int, in
     return e, steps // e
 
 
-def steps_within(cost: RunCost, seconds: float) -> int:
-    """The most steps whose cost fits `seconds` (laid out by cost.layout, which may drop fewer than an epoch's
-    count of them); 0 when not even one fits."""
-    if cost.seconds(1) > seconds:
-        return 0
-    lo, hi = 1, max(2, int(seconds / max(cost.step_s, 1e-9)) + 2)
-    while hi - lo > 1:  # cost.seconds(lo) <= seconds < cost.seconds(hi)
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if cost.seconds(mid) <= seconds else (lo, mid)
-    return lo  # cost.layout(lo) is what the run takes: epochs x steps per epoch, at most lo
-
-
 @dataclass
 class SectionInput:
     study: str
@@ -124,16 +113,36 @@ def allocate(sections: list[SectionInput], budget_s: float, spent_s: float = 0.0
     for s in scalable:
         seconds = left * s.share / total_share
         plan = SectionPlan(s.study, seconds, fixed_s=s.fixed_s, expected_s=s.fixed_s, remaining_s=s.fixed_s)
-        per_weight = (seconds - s.fixed_s) / sum(r.weight for r in s.runs)
+        plan.steps = equal_training_steps(s.runs, seconds - s.fixed_s)
         for run in s.runs:
-            if run.arm not in plan.steps:
-                plan.steps[run.arm] = steps_within(run, per_weight * run.weight)
+            if run.arm not in plan.per_run_s:
                 plan.per_run_s[run.arm] = run.seconds(plan.steps[run.arm])
             plan.expected_s += plan.per_run_s[run.arm]
             plan.remaining_s += 0.0 if run.done else plan.per_run_s[run.arm]
         plans.append(plan)
     order = {s.study: i for i, s in enumerate(sections)}
     return sorted(plans, key=lambda p: order[p.study])
+
+
+def equal_training_steps(runs: list[RunCost], seconds: float) -> dict[str, int]:
+    """arm -> steps so that every run trains for the same seconds (times its weight) and all of them, with their
+    evaluations, start-up and embedding-SVM fits on top, fit in `seconds`.
+
+    Equal *training* time, not equal total time: an arm whose evaluation costs more (an SVM fitted on its
+    embeddings) is not left fewer steps for it, so arms differ in their objective, not in what they trained."""
+    arms = {r.arm: r for r in runs}  # every run of an arm has the same cost model
+
+    def steps_at(t: float) -> dict[str, int]:  # t: training seconds per unit of weight
+        return {a: max(1, int(t * r.weight / max(r.step_s, 1e-12))) for a, r in arms.items()}
+
+    def total(steps: dict[str, int]) -> float:
+        return sum(r.seconds(steps[r.arm]) for r in runs)
+
+    lo, hi = 0.0, max(seconds, 0.0) / min(r.weight for r in runs) + max(r.step_s for r in runs)
+    for _ in range(60):  # bisection on t: total(steps_at(t)) grows with t
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if total(steps_at(mid)) <= seconds else (lo, mid)
+    return steps_at(lo)
 
 
 def _least_seconds(section: SectionInput) -> float:

@@ -30,7 +30,7 @@ from dlstudy.studies.running.plan import (REFERENCE_CALIBRATION_S, calibration_s
                                           last_section_seconds, plan_section)
 from dlstudy.studies.running.runner import load_study, plan_study, referenced_studies, run_study
 from dlstudy.studies.summary.reproduce_report import write_reproduce_report
-from dlstudy.studies.summary.sections import SECTIONS, study_file
+from dlstudy.studies.summary.sections import ONLY_CHOICES, SECTIONS, section_of, study_file
 
 log = logging.getLogger(__name__)
 
@@ -84,23 +84,30 @@ def run_reproduce(out: str | Path, tier: str = "full", data_root: str | None = N
                   jobs: int = 1, only: list[str] | None = None, overrides: dict | None = None,
                   executor: dict | None = None, minutes: float | None = None, remeasure: bool = False,
                   plan_only: bool = False, started: float | None = None, wait: bool = True,
-                  yes: bool = False) -> tuple[Path | None, list]:
+                  yes: bool = False, as_part_of: float | None = None) -> tuple[Path | None, list]:
     """Run the studies in the reference report's order and write OUT/report.md / .html; returns (html, failures).
 
     `executor`: executor flags (dlstudy run's) for every study; one session (e.g. Ray connection) serves them all.
     `minutes`: a time budget for the whole run (studies/running/budget.py), counted from `started` (default: now).
     `plan_only`: log the plan and return (None, []) without running or writing anything. `wait`, `yes`: as
     `dlstudy run --no-wait / --yes` for every study (a study whose runs are held elsewhere fails, the others go on).
+    `as_part_of`: with `only`, plan the whole tier for that many minutes and run the `only` studies on the minutes
+    they get in that plan (one section's accuracy at a larger budget, without running the others).
     """
     started = time.time() if started is None else started
     if minutes is not None and budget is not None:
         raise ConfigError(f"--minutes and --budget {budget} both set the training length; give one of them")
     out = Path(out)
-    # one entry per study file: a section with several (Q3: two protocols x two datasets) runs each in order
-    sections = [part for s in SECTIONS if not only or s.study in only for part in s.parts()]
-    unknown = sorted(set(only or []) - {s.study for s in SECTIONS})
+    # one entry per study file: a section with several (Q3: two protocols x two datasets) runs each in order;
+    # --only names sections (all their files) or single study files (e.g. optimizers-cifar10-defaults)
+    every = [part for s in SECTIONS for part in s.parts()]
+    sections = [p for p in every if not only or p.study in only or section_of(p.study).study in only]
+    unknown = sorted(set(only or []) - set(ONLY_CHOICES))
     if unknown:
-        raise ConfigError(f"--only: unknown study {unknown}; valid ones are {[s.study for s in SECTIONS]}")
+        raise ConfigError(f"--only: unknown study {unknown}; valid ones are {list(ONLY_CHOICES)}")
+    if as_part_of is not None and (minutes is not None or not only):
+        raise ConfigError("--as-part-of M plans the whole tier for M minutes and runs the --only studies on their "
+                          "share of it: give --only, and no --minutes")
     if budget is not None and budget not in BUDGETS:
         raise ConfigError(f"--budget: unknown budget {budget!r}; valid budgets are {sorted(BUDGETS)}")
     layer: dict = {}
@@ -114,11 +121,14 @@ def run_reproduce(out: str | Path, tier: str = "full", data_root: str | None = N
     check_output_folder(out)
     planned = _plan(sections, tier, layer, seeds, out, yes)
     memo: dict = {}  # data facts of the plan, kept for its re-plans
+    if as_part_of is not None:
+        minutes = _share_of_tier(every, planned, tier, layer, seeds, out, as_part_of, started, jobs, remeasure, memo)
     estimates, budgets = _announce(planned, out, tier, budget, minutes, started, jobs, remeasure, memo)
     if plan_only:
         return None, []
     replan = None if minutes is None else partial(_replan, planned, minutes, started, jobs, memo)
-    record = {"tier": tier, "budget": budget, "minutes": minutes, "data_root": data_root, "overrides": layer,
+    record = {"tier": tier, "budget": budget, "minutes": minutes, "as_part_of": as_part_of, "data_root": data_root,
+              "overrides": layer,
               "env": environment_info(resolve_device("auto")), "sections": [], "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     with executor_session(session):
         failures = _run_sections(planned, estimates, out, layer, jobs, seeds, executor, record, budgets, replan,
@@ -160,6 +170,24 @@ def _run_sections(planned: list[tuple], estimates: list, out: Path, layer: dict,
         record["end_time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         atomic_write_json(out / "reproduce.json", record)
     return failures
+
+
+def _share_of_tier(every: list, planned: list[tuple], tier: str, layer: dict, seeds: list[int] | None, out: Path,
+                   tier_minutes: float, started: float, jobs: int, remeasure: bool, memo: dict) -> float:
+    """The minutes the `planned` studies get in a plan of the whole tier for `tier_minutes` (their sections'
+    shares, plus what planning took so far): what `--as-part-of` gives them."""
+    from dlstudy.studies.running.budget import plan_budgets
+
+    names = {p[2].name for p in planned}
+    whole = [(p[2], p[3]) for p in _plan(every, tier, layer, seeds, out)]
+    budgets, _ = plan_budgets(whole, tier_minutes, started, jobs=jobs, remeasure=remeasure,
+                              device=resolve_device("auto"), memo=memo)
+    share = sum(b.record["section_s"] for name, b in budgets.items() if name in names) / 60
+    minutes = (time.time() - started) / 60 + share
+    log.info("--as-part-of %g: in a %g-min plan of the whole %s tier, %s get %.1f min: planned for %.1f min (with "
+             "the %.1f min planning took)", tier_minutes, tier_minutes, tier, ", ".join(sorted(names)), share, minutes,
+             minutes - share)
+    return minutes
 
 
 def _replan(planned: list[tuple], minutes: float, started: float, jobs: int, memo: dict, i: int,

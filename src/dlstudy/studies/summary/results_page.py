@@ -18,7 +18,7 @@ from dlstudy.errors import DlstudyError
 from dlstudy.report import Block, Code, Heading, Paragraph, Table, render_markdown
 from dlstudy.io import atomic_write_text
 from dlstudy.studies.summary.records import ArmRun, fmt_mean_std, group_by_arm, metric, train_accuracy
-from dlstudy.studies.summary.sections import SECTIONS, TIERS, is_reproduce_dir, load_record
+from dlstudy.studies.summary.sections import SECTIONS, TIERS, is_reproduce_dir, load_record, section_of
 from dlstudy.studies.summary.reproduce_report import METRIC_ALIASES, ours_for_key, setup_paragraph
 from dlstudy.studies.summary.study_report import collect_runs, is_study_dir, load_study_dir
 
@@ -102,16 +102,21 @@ def load_tier(given: str) -> Tier:
     return Tier(name, given, record, studies)
 
 
-def load_tiers(folders: list[str]) -> list[Tier]:
-    """One Tier per folder, in tier order (quick, cpu, full); two folders of one tier are an error."""
+def load_tiers(folders: list[str]) -> tuple[list[Tier], list[Tier]]:
+    """(one Tier per folder in tier order (quick, cpu, full), the budget points: folders of a study run on its
+    share of a larger budget, `--as-part-of`); two folders of one tier's own run are an error."""
     tiers: dict[str, Tier] = {}
+    points: list[Tier] = []
     for given in folders:
         tier = load_tier(given)
+        if tier.record.get("as_part_of"):
+            points.append(tier)
+            continue
         if tier.name in tiers:
             raise DlstudyError(f"{given}: tier {tier.name!r} is also the tier of {tiers[tier.name].given}; give "
                                f"one reproduce folder per tier")
         tiers[tier.name] = tier
-    return [tiers[name] for name in TIERS if name in tiers]
+    return [tiers[name] for name in TIERS if name in tiers], points
 
 
 # ------------------------------------------------------------------------------------------------ values
@@ -235,6 +240,14 @@ def _ours_cell(ts: TierStudy | None, arm: str, measure: Measure) -> str:
     return fmt_ours([measure.of(run) for run in ts.by_arm[arm]])
 
 
+def _headline_cell(ts: TierStudy, arm: str) -> str:
+    """The arm's test accuracy (after fine-tuning in Q1 bonus), as the section tables write it."""
+    section = section_of(ts.entry.get("study", ""))
+    key = section.study if section else "svm"
+    measure = next(m for m in MEASURES[key] if m.metric == "accuracy" and m.block != "before")
+    return _ours_cell(ts, arm, measure)
+
+
 def _study_wide(present: list[TierStudy], measure: Measure) -> tuple[str, Any] | None:
     """(key, value) of a study-wide reference number (`reference.<metric>`, `reference.<block>.<metric>`)."""
     for ts in present:
@@ -326,8 +339,11 @@ def _machine(env: dict) -> str:
 def run_table(tier: Tier) -> Table:
     record, env = tier.record, tier.record.get("env") or {}
     total = sum(s.get("seconds") or 0 for s in record.get("sections", []))
-    rows = [["folder", tier.given], ["tier", tier.name], ["budget", record.get("budget") or (f"--minutes {record['minutes']:g}" if record.get("minutes")
-                                                else "the study files' own")],
+    budget = record.get("budget") or (f"--minutes {record['minutes']:g}" if record.get("minutes")
+                                      else "the study files' own")
+    if record.get("as_part_of"):
+        budget = f"--as-part-of {record['as_part_of']:g}: {record['minutes']:.1f} min, its share of that tier budget"
+    rows = [["folder", tier.given], ["tier", tier.name], ["budget", budget],
             ["started", record.get("start_time")], ["finished", record.get("end_time")],
             ["git commit", env.get("git_commit", "unknown")], ["command", env.get("command", "?")],
             ["machine", _machine(env)],
@@ -409,15 +425,18 @@ def _header(tiers: list[Tier], command: str) -> list[Block]:
 
 def build_results_page(folders: list[str], command: str) -> list[Block]:
     """The page's blocks: header, one table per reference-report table, then each tier's provenance."""
-    tiers = load_tiers(folders)
+    from dlstudy.studies.summary.against_budget import against_budget_blocks
+
+    tiers, points = load_tiers(folders)
     blocks = _header(tiers, command) + ledger_section(tiers)
     for section in SECTIONS:
         blocks += [Heading(section.title, 2), Paragraph(section.question)]
         tables = protocol_tables(section, tiers) if section.more else [section_table(section.study, tiers)]
         tables = [t for t in tables if t is not None]
         blocks += _notes(section.study, tiers) + (tables or [Paragraph("Not run in any tier.")])
+    blocks += against_budget_blocks(tiers, points, _headline_cell)
     blocks.append(Heading("Where the numbers come from", 2))
-    for tier in tiers:
+    for tier in tiers + points:
         blocks += [Heading(f"Tier {tier.name}: {tier.given}", 3), run_table(tier), sections_table(tier)]
         blocks += tier_budget(tier)
     return blocks

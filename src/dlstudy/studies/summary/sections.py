@@ -60,6 +60,9 @@ def file_order(stem: str) -> int:
     return stems.index(stem) if stem in stems else len(stems)
 
 
+# what `dlstudy reproduce --only` takes: a section (all its study files) or one study file of a section
+ONLY_CHOICES = tuple(dict.fromkeys([s.study for s in SECTIONS] + [f for s in SECTIONS for f in s.files]))
+
 TIERS = ("quick", "cpu", "full")
 
 
