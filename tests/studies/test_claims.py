@@ -171,6 +171,20 @@ def test_footing_says_which_budget_a_verdict_holds_at(tmp_path):
     other = fake_arm_runs(tmp_path / "m", "other", 0.8, steps=100, train_time_s=630.0, epochs=1, n_train=5)
     assert footing("budgeted", runs["budgeted"], "other", other) == "equal CPU-minutes (10.0 min vs 10.5 min)"
     assert footing("bare", runs["bare"], "bare", runs["bare"]) == "budget not recorded"
+    # budgeted runs: "6 epochs" capped at 105 and 70 steps of 256 (of a 281-step pass) are not equal epochs; their
+    # training times within 10% are equal CPU-minutes
+    capped = {}
+    for name, cap, secs in (("densenet-ce", 105, 197.0), ("resnet-ce", 70, 215.0)):
+        capped[name] = fake_arm_runs(tmp_path / "capped", name, 0.8, steps=6 * cap, train_time_s=secs, epochs=6,
+                                     n_train=72000)
+        for run in capped[name]:
+            run.config["train"] = {"max_steps_per_epoch": cap, "batch_size": 256}
+    assert footing("densenet-ce", capped["densenet-ce"], "resnet-ce", capped["resnet-ce"]) == (
+        "equal CPU-minutes (3.3 min vs 3.6 min)")
+    for run in capped["resnet-ce"]:
+        run.metrics["train_time_s"] = 400.0
+    assert footing("densenet-ce", capped["densenet-ce"], "resnet-ce", capped["resnet-ce"]) == (
+        "unequal budgets; densenet-ce trained in 0.49x the time of resnet-ce (3.3 min vs 6.7 min)")
 
 
 def test_total_steps_reads_the_end_of_a_long_steps_file(tmp_path):

@@ -128,6 +128,18 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.1f} s"
 
 
+def whole_passes(runs: list[ArmRun]) -> bool:
+    """Whether every run's epochs were whole passes over its training images: a budgeted run (`--minutes`) caps its
+    epochs at train.max_steps_per_epoch, so two arms' "6 epochs" may be 105 and 70 steps of a 281-step pass."""
+    for run in runs:
+        train = run.config.get("train") or {}
+        cap, batch = train.get("max_steps_per_epoch"), train.get("batch_size")
+        n_train = (metric(run, "data") or {}).get("n_train")
+        if cap and batch and n_train and cap * batch < n_train:
+            return False
+    return True
+
+
 def footing(arm_a: str, runs_a: list[ArmRun], arm_b: str, runs_b: list[ArmRun]) -> str:
     """On what budget two arms were compared: equal steps, equal epochs or equal CPU-minutes (within 10%), and, when
     that is not minutes, how their training times compare."""
@@ -138,7 +150,8 @@ def footing(arm_a: str, runs_a: list[ArmRun], arm_b: str, runs_b: list[ArmRun]) 
     have_time = all(math.isfinite(s) and s > 0 for s in secs)
     if all(math.isfinite(s) for s in steps) and steps[0] == steps[1]:
         base = f"equal steps ({steps[0]:,.0f})"
-    elif all(math.isfinite(e) for e in epochs + seen) and epochs[0] == epochs[1] and seen[0] == seen[1]:
+    elif all(math.isfinite(e) for e in epochs + seen) and epochs[0] == epochs[1] and seen[0] == seen[1] \
+            and whole_passes(runs_a + runs_b):
         base = f"equal epochs ({epochs[0]:g} of {seen[0]:,.0f} images)"
         if all(math.isfinite(s) for s in steps):
             base += f"; {arm_a} {steps[0]:,.0f} steps, {arm_b} {steps[1]:,.0f}"
