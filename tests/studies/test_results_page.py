@@ -245,7 +245,7 @@ def test_a_study_run_as_part_of_a_larger_budget_is_shown_against_the_tiers_own_r
     assert "## Accuracy against budget" in page
     seconds = {f: json.loads((folders / f / "reproduce.json").read_text())["sections"] for f in ("cpu", "cpu-240")}
     own = next(s for s in seconds["cpu"] if s["study"] == "optimizers-cifar10-defaults")["seconds"]
-    header = (f"| arm | epochs of the study file ({own / 60:.1f} min, cpu) | 240-min tier "
+    header = (f"| arm | 60-min tier ({own / 60:.1f} min, cpu) | 240-min tier "
               f"({seconds['cpu-240'][0]['seconds'] / 60:.1f} min, cpu-240) |")
     assert header in page
     for arm in ("b", "c"):

@@ -172,6 +172,9 @@ def _run_sections(planned: list[tuple], estimates: list, out: Path, layer: dict,
     return failures
 
 
+PART_PLAN_S = 3.0  # --as-part-of: the studies' own plan after the whole tier's (data and throughput already known)
+
+
 def _share_of_tier(every: list, planned: list[tuple], tier: str, layer: dict, seeds: list[int] | None, out: Path,
                    tier_minutes: float, started: float, jobs: int, remeasure: bool, memo: dict) -> float:
     """The minutes the `planned` studies get in a plan of the whole tier for `tier_minutes` (their sections'
@@ -183,7 +186,7 @@ def _share_of_tier(every: list, planned: list[tuple], tier: str, layer: dict, se
     budgets, _ = plan_budgets(whole, tier_minutes, started, jobs=jobs, remeasure=remeasure,
                               device=resolve_device("auto"), memo=memo)
     share = sum(b.record["section_s"] for name, b in budgets.items() if name in names) / 60
-    minutes = (time.time() - started) / 60 + share
+    minutes = (time.time() - started + PART_PLAN_S) / 60 + share
     log.info("--as-part-of %g: in a %g-min plan of the whole %s tier, %s get %.1f min: planned for %.1f min (with "
              "the %.1f min planning took)", tier_minutes, tier_minutes, tier, ", ".join(sorted(names)), share, minutes,
              minutes - share)
