@@ -227,6 +227,9 @@ class StudyConfig:
     # runs (linear decay to zero at the last step, Li et al. 2020; "constant" keeps it)
     budget_share: float | None = None
     budget_weights: dict[str, float] = field(default_factory=dict)
+    # arm -> the fewest epochs (full passes over its training split) each of its runs trains under --minutes: a
+    # floor the equal-time split cannot go under (Q3's batch-1 arm sees every image at least once)
+    budget_min_epochs: dict[str, float] = field(default_factory=dict)
     budget_schedule: str = "linear"
     stats: StatsConfig = field(default_factory=StatsConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
@@ -239,6 +242,9 @@ class StudyConfig:
         bad = {k: v for k, v in self.budget_weights.items() if not (math.isfinite(v) and v > 0)}
         if bad:
             raise ConfigError(f"study.budget_weights: expected numbers > 0, got {bad}")
+        bad = {k: v for k, v in self.budget_min_epochs.items() if not (math.isfinite(v) and v > 0)}
+        if bad:
+            raise ConfigError(f"study.budget_min_epochs: expected numbers > 0, got {bad}")
         if self.budget_schedule not in BUDGET_SCHEDULES:
             raise ConfigError(f"study.budget_schedule: expected one of {list(BUDGET_SCHEDULES)}, got "
                               f"{self.budget_schedule!r}")

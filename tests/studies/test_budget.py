@@ -195,6 +195,39 @@ def test_a_slower_pace_gives_fewer_steps_and_the_same_section_time(tmp_path, mon
     assert "estimates x 1.30" in text
 
 
+def test_budget_min_epochs_is_a_floor_under_the_equal_split(tmp_path, monkeypatch):
+    """An arm with `budget_min_epochs: 1` trains at least one full pass even where the equal split gives it less;
+    the others share what is left; an unknown arm or a value <= 0 is an error naming the key."""
+    import time
+
+    runs = [_cost("batch1", step_s=0.01, full=5000), _cost("mini", step_s=0.01, full=100)]
+    free = budget.equal_training_steps(runs, 40.0)
+    assert free["batch1"] < 5000
+    floored = budget.equal_training_steps([dataclasses.replace(runs[0], min_steps=5000), runs[1]], 70.0)
+    assert floored["batch1"] == 5000 and 0 < floored["mini"] < 5000
+    assert budget._least_seconds(SectionInput("s", 1.0, [dataclasses.replace(runs[0], min_steps=5000), runs[1]],
+                                              0.0)) >= runs[0].seconds(5000)
+
+    monkeypatch.setenv("DLSTUDY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(throughput, "TARGET_SECONDS", 0.2)
+    from dlstudy.studies.running.runner import load_study, plan_study
+
+    def plan(study_dict, minutes=5.0):
+        path = tmp_path / "min.yaml"
+        path.write_text(yaml.safe_dump(study_dict))
+        study = load_study(path)
+        return budget.plan_budgets([(study, plan_study(study, tmp_path / "o", source=str(path)))], minutes,
+                                   time.time())[0]["budget-e2e"]
+
+    floor = plan({**STUDY, "budget_min_epochs": {"sgd": 3}}, minutes=0.5)
+    full_pass = floor.full_epoch_steps["sgd"]
+    assert floor.steps["sgd"] >= 3 * full_pass
+    with pytest.raises(ConfigError, match=r"budget_min_epochs names unknown arm\(s\) \['nope'\]"):
+        plan({**STUDY, "budget_min_epochs": {"nope": 1}})
+    with pytest.raises(ConfigError, match=r"study.budget_min_epochs: expected numbers > 0"):
+        plan({**STUDY, "budget_min_epochs": {"sgd": 0}})
+
+
 def _mlp_cfg(**train) -> RunConfig:
     return build_run_config({"data": {"name": "digits"}, "model": {"name": "mlp"},
                              "optim": {"name": "momentum", "lr": 0.1}, "train": {"batch_size": 16, **train}})
@@ -332,6 +365,7 @@ def test_reproduce_with_minutes_records_the_budget_and_reports_it(tmp_path, fake
     assert main(["reproduce", "--quick", "--out", str(out), "--minutes", "5", *only]) == 1  # fake losses arm a fails
     record = json.loads((out / "reproduce.json").read_text())
     assert record["minutes"] == 5.0
+    assert 0 < record["planned_s"] <= 5.0 * 60 * 1.1  # the first plan's estimate of the whole run
     budget = json.loads((out / "svm-quick" / "budget.json").read_text())
     assert budget["minutes"] == 5.0 and budget["real_s"] >= 0 and budget["arms"] == {}  # no training steps here
     report = (out / "report.md").read_text()
@@ -359,6 +393,9 @@ def test_budget_block_rows_from_budget_json(tmp_path):
     assert "| total | 10 | 12.7 | 7.0 |  |" in text  # planning 0.5 + 6.1 + 6.1; real: 0.5 + 6.5 (Q2 unfinished)
     assert "| Q1 | adam | 1,200 (4 x 300) | 3 | 2,500 | 9,000 | 2 | 2.0 |" in text
     assert budget_blocks(None, [("Q1", tmp_path / "s1")]) == []  # no --minutes: no block
+    first = render_markdown(budget_blocks(10, [("Q1", tmp_path / "s1")], planned_s=420.0), tmp_path)
+    assert "estimated 7.0 min for the whole run: +0.0% against the real 7.0 min" in first  # 30 s + 390 s
+    assert "The first plan" not in text
 
 
 def test_the_svm_fit_estimate_grows_with_embeddings_dims_and_classes():

@@ -11,7 +11,8 @@ How the budget is split (docs/studies.md, "Time budget"):
 2. The rest goes to the other sections in proportion to their `budget_share` (default: the study file's `minutes`).
 3. Within a section every run (each arm x seed, and each learning-rate candidate of an arm with `optim.lr_grid`,
    which must train exactly like the arm's seeds) gets equal *training* time, times `budget_weights[arm]`
-   (default 1), with its fixed costs on top (equal_training_steps).
+   (default 1), with its fixed costs on top (equal_training_steps), and never fewer steps than
+   `budget_min_epochs[arm]` full passes.
 4. A run's time = steps x measured step time + its fixed costs (evaluations before, per epoch and after at the
    measured evaluation speed, SVM fits on embeddings, start-up): the steps are the most that fit.
 5. The steps become `train.epochs` x `train.max_steps_per_epoch` (the study's epochs when each still holds at least
@@ -51,6 +52,7 @@ class RunCost:
     epochs: int  # the study's epochs (kept while each epoch holds at least one step and at most a full pass)
     done: bool = False
     weight: float = 1.0
+    min_steps: int = 1  # budget_min_epochs x full_epoch_steps: the equal split never gives it fewer
 
     def layout(self, steps: int) -> tuple[int, int]:
         return split_steps(steps, self.full_epoch_steps, self.epochs)
@@ -133,7 +135,7 @@ def equal_training_steps(runs: list[RunCost], seconds: float) -> dict[str, int]:
     arms = {r.arm: r for r in runs}  # every run of an arm has the same cost model
 
     def steps_at(t: float) -> dict[str, int]:  # t: training seconds per unit of weight
-        return {a: max(1, int(t * r.weight / max(r.step_s, 1e-12))) for a, r in arms.items()}
+        return {a: max(r.min_steps, int(t * r.weight / max(r.step_s, 1e-12))) for a, r in arms.items()}
 
     def total(steps: dict[str, int]) -> float:
         return sum(r.seconds(steps[r.arm]) for r in runs)
@@ -146,9 +148,10 @@ def equal_training_steps(runs: list[RunCost], seconds: float) -> dict[str, int]:
 
 
 def _least_seconds(section: SectionInput) -> float:
-    """The smallest section time in which every run gets one step (times its weight)."""
+    """The smallest section time in which every run gets one step (times its weight) and its minimum steps."""
     total_weight = sum(r.weight for r in section.runs)
-    return section.fixed_s + max(r.seconds(1) / r.weight for r in section.runs) * total_weight
+    return section.fixed_s + max(max(r.seconds(1) / r.weight * total_weight for r in section.runs),
+                                 sum(r.seconds(r.min_steps) for r in section.runs))
 
 
 # ------------------------------------------------------------------------------------------------ configs
@@ -298,11 +301,12 @@ def study_costs(study, tasks: list, *, available: int, device: str, remeasure: b
     svm_tasks = [t for t in tasks if t.cfg.task != "train"]
     if svm_tasks and svm_seconds is not None:
         fixed += svm_seconds * len(svm_tasks) / len(tasks)
-    weights = dict(study.budget_weights)
-    unknown = sorted(set(weights) - {t.arm for t in tasks})
-    if unknown:
-        raise ConfigError(f"study {study.name!r}: budget_weights names unknown arm(s) {unknown}; its arms are "
-                          f"{sorted({t.arm for t in tasks})}")
+    weights, min_epochs = dict(study.budget_weights), dict(study.budget_min_epochs)
+    for key, given in (("budget_weights", weights), ("budget_min_epochs", min_epochs)):
+        unknown = sorted(set(given) - {t.arm for t in tasks})
+        if unknown:
+            raise ConfigError(f"study {study.name!r}: {key} names unknown arm(s) {unknown}; its arms are "
+                              f"{sorted({t.arm for t in tasks})}")
     for task in tasks:
         if task.cfg.task != "train":
             continue
@@ -311,6 +315,8 @@ def study_costs(study, tasks: list, *, available: int, device: str, remeasure: b
             tp = arm_throughput(task.cfg, facts["shape"], facts["classes"], available, device, remeasure,
                                 measured_now=memo.setdefault("measured now", set()))
             cost = arm_cost(task.cfg, task.arm, facts, tp, False, weights.get(task.arm, 1.0))
+            if task.arm in min_epochs:
+                cost = dataclasses.replace(cost, min_steps=math.ceil(min_epochs[task.arm] * cost.full_epoch_steps))
             candidates = len(dict.fromkeys(task.cfg.optim.lr_grid or []))
             runs += [cost] * candidates  # the arm's lr search: runs of the same budget
             details[task.arm] = {"cost": cost, "tp": tp, "runs": candidates}

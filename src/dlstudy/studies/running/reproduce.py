@@ -128,13 +128,21 @@ def run_reproduce(out: str | Path, tier: str = "full", data_root: str | None = N
         return None, []
     replan = None if minutes is None else partial(_replan, planned, minutes, started, jobs, memo)
     record = {"tier": tier, "budget": budget, "minutes": minutes, "as_part_of": as_part_of, "data_root": data_root,
-              "overrides": layer,
+              "overrides": layer, "planned_s": _first_plan_seconds(budgets),
               "env": environment_info(resolve_device("auto")), "sections": [], "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     with executor_session(session):
         failures = _run_sections(planned, estimates, out, layer, jobs, seeds, executor, record, budgets, replan,
                                  wait=wait, yes=yes)
     _, html_path = write_reproduce_report(out)
     return html_path, failures
+
+
+def _first_plan_seconds(budgets: dict) -> float | None:
+    """The first plan's estimate of the whole run (planning + every section), the number --minutes is judged by."""
+    if not budgets:
+        return None
+    first = next(iter(budgets.values())).record
+    return round(first["plan_s"] + sum(b.record["expected_s"] for b in budgets.values()), 1)
 
 
 def _run_sections(planned: list[tuple], estimates: list, out: Path, layer: dict, jobs: int, seeds: list[int] | None,

@@ -31,8 +31,10 @@ def _machine(machine: dict) -> str:
     return f"{text}; {bf16}; torch {machine.get('torch', '?')}; device {machine.get('device', '?')}"
 
 
-def budget_blocks(minutes, sections: list[tuple[str, Path]], level: int = 3) -> list[Block]:
-    """`sections`: [(row label, study folder)] in report order. Nothing when the run had no time budget."""
+def budget_blocks(minutes, sections: list[tuple[str, Path]], level: int = 3,
+                  planned_s: float | None = None) -> list[Block]:
+    """`sections`: [(row label, study folder)] in report order; `planned_s`: the first plan's estimate of the whole
+    run (reproduce.json), compared with the real total. Nothing when the run had no time budget."""
     budgets = [(title, read_budget(folder)) for title, folder in sections]
     budgets = [(title, b) for title, b in budgets if b]
     if not minutes or not budgets:
@@ -53,12 +55,17 @@ def budget_blocks(minutes, sections: list[tuple[str, Path]], level: int = 3) -> 
     rows.append(["planning (data, measurements)", "", _minutes(budgets[0][1].get("plan_s")),
                  _minutes(budgets[0][1].get("plan_s")), ""])
     rows.append(["total", f"{float(minutes):g}", _minutes(expected), _minutes(real), ""])
+    first = ""
+    if isinstance(planned_s, (int, float)) and planned_s > 0 and real > 0:
+        first = (f" The first plan, before anything ran, estimated {_minutes(planned_s)} min for the whole run: "
+                 f"{(planned_s / real - 1) * 100:+.1f}% against the real {_minutes(real)} min (planning and "
+                 "sections; the combined report comes after).")
     return [Heading("Budget", level),
             Paragraph(f"Time budget {float(minutes):g} min (`--minutes`), split by the plan before anything ran "
                       f"(docs/studies.md, \"Time budget\"). Machine: {_machine(budgets[0][1].get('machine') or {})}. "
                       "Throughput measured on this machine before the run (cached per machine). Each section's "
                       "share and expectation are those of the last re-plan before it ran, its estimates times the "
-                      "pace (real / planned time of the sections before it)."),
+                      "pace (real / planned time of the sections before it)." + first),
             Table(["section", "share (min)", "expected (min)", "real (min)", "pace"], rows,
                   "Expected vs real minutes per section"),
             Table(["section", "arm", "steps a run (epochs x steps)", "runs", "train img/s", "eval img/s", "threads",

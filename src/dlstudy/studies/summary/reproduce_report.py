@@ -191,7 +191,8 @@ def build_reproduce_report(out: str | Path) -> list[Block]:
     ]
     from dlstudy.studies.summary.budget_block import budget_blocks
 
-    blocks += budget_blocks(record.get("minutes"), [(e["dir"], out / e["dir"]) for e in sections], level=2)
+    blocks += budget_blocks(record.get("minutes"), [(e["dir"], out / e["dir"]) for e in sections], level=2,
+                            planned_s=record.get("planned_s"))
     blocks += claims_section(out, sections, record.get("tier", record.get("mode")))
     for entry in sections:
         section = section_of(entry["study"])

@@ -447,7 +447,8 @@ def tier_budget(tier: Tier) -> list[Block]:
     from dlstudy.studies.summary.budget_block import budget_blocks
 
     folders = [ts.entry.get("dir", key) for key, ts in tier.studies.items()]
-    return budget_blocks(tier.record.get("minutes"), [(d, Path(tier.given) / d) for d in folders], level=4)
+    return budget_blocks(tier.record.get("minutes"), [(d, Path(tier.given) / d) for d in folders], level=4,
+                         planned_s=tier.record.get("planned_s"))
 
 
 def write_results_page(folders: list[str], out: str | Path, command: str) -> Path:
