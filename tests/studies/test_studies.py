@@ -105,8 +105,8 @@ def test_cli_set_and_seeds_apply_to_every_arm(tmp_path, fake):
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"arms_": []}, "unknown key(s) ['arms_']; valid keys are ['arms', 'base', 'budget_schedule', 'budget_share', "
-                    "'budget_weights', 'confirm_runs', 'description', 'executor', 'grid', 'kind', 'minutes', 'name', "
+    ({"arms_": []}, "unknown key(s) ['arms_']; valid keys are ['arms', 'base', 'budget_min_epochs', "
+                    "'budget_schedule', 'budget_share', 'budget_weights', 'confirm_runs', 'description', 'executor', 'grid', 'kind', 'minutes', 'name', "
                     "'reference', 'seeds', 'stats']"),
     ({"seeds": "0"}, "study.seeds: expected a list, got '0' (str)"),
     ({"seeds": [0, "one"]}, "study.seeds[1]: expected int, got 'one' (str)"),
