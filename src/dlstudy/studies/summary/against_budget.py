@@ -9,10 +9,7 @@ from __future__ import annotations
 from typing import Callable
 
 from dlstudy.report import Block, Heading, Paragraph, Table
-
-
-def _minutes(seconds) -> str:
-    return f"{seconds / 60:.1f}" if isinstance(seconds, (int, float)) else "—"
+from dlstudy.studies.summary.budget_block import _minutes  # one way to write seconds as minutes on the page
 
 
 def _column(tier, ts) -> str:
