@@ -9,13 +9,13 @@ from __future__ import annotations
 from typing import Callable
 
 from dlstudy.report import Block, Heading, Paragraph, Table
-from dlstudy.studies.summary.budget_block import _minutes  # one way to write seconds as minutes on the page
+from dlstudy.studies.summary.budget_block import minutes_text  # one way to write seconds as minutes on the page
 
 
 def _column(tier, ts) -> str:
     budget = tier.record.get("as_part_of") or tier.record.get("minutes")
     budget = f"{float(budget):g}-min tier" if budget else "epochs of the study file"
-    return f"{budget} ({_minutes(ts.entry.get('seconds'))} min, {tier.given})"
+    return f"{budget} ({minutes_text(ts.entry.get('seconds'))} min, {tier.given})"
 
 
 def against_budget_blocks(tiers: list, points: list, cell: Callable) -> list[Block]:

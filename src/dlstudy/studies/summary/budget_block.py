@@ -19,7 +19,7 @@ def read_budget(study_dir: Path) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
-def _minutes(seconds) -> str:
+def minutes_text(seconds) -> str:
     return "—" if not isinstance(seconds, (int, float)) else f"{seconds / 60:.1f}"
 
 
@@ -44,21 +44,21 @@ def budget_blocks(minutes, sections: list[tuple[str, Path]], level: int = 3,
     real = expected
     for title, b in budgets:
         pace = b.get("pace")
-        rows.append([title, _minutes(b.get("section_s")), _minutes(b.get("expected_s")), _minutes(b.get("real_s")),
-                     f"{pace:.2f}" if isinstance(pace, (int, float)) else "—"])
+        rows.append([title, minutes_text(b.get("section_s")), minutes_text(b.get("expected_s")),
+                     minutes_text(b.get("real_s")), f"{pace:.2f}" if isinstance(pace, (int, float)) else "—"])
         expected += b.get("expected_s") or 0.0
         real += b.get("real_s") or 0.0
         for arm, a in (b.get("arms") or {}).items():
             arm_rows.append([title, arm, f"{a.get('steps', 0):,} ({a.get('epochs')} x {a.get('steps_per_epoch'):,})",
                              a.get("runs"), f"{a.get('train_img_s', 0):,.0f}", f"{a.get('eval_img_s', 0):,.0f}",
-                             a.get("threads"), _minutes(a.get("run_s"))])
-    rows.append(["planning (data, measurements)", "", _minutes(budgets[0][1].get("plan_s")),
-                 _minutes(budgets[0][1].get("plan_s")), ""])
-    rows.append(["total", f"{float(minutes):g}", _minutes(expected), _minutes(real), ""])
+                             a.get("threads"), minutes_text(a.get("run_s"))])
+    rows.append(["planning (data, measurements)", "", minutes_text(budgets[0][1].get("plan_s")),
+                 minutes_text(budgets[0][1].get("plan_s")), ""])
+    rows.append(["total", f"{float(minutes):g}", minutes_text(expected), minutes_text(real), ""])
     first = ""
     if isinstance(planned_s, (int, float)) and planned_s > 0 and real > 0:
-        first = (f" The first plan, before anything ran, estimated {_minutes(planned_s)} min for the whole run: "
-                 f"{(planned_s / real - 1) * 100:+.1f}% against the real {_minutes(real)} min (planning and "
+        first = (f" The first plan, before anything ran, estimated {minutes_text(planned_s)} min for the whole run: "
+                 f"{(planned_s / real - 1) * 100:+.1f}% against the real {minutes_text(real)} min (planning and "
                  "sections; the combined report comes after).")
     return [Heading("Budget", level),
             Paragraph(f"Time budget {float(minutes):g} min (`--minutes`), split by the plan before anything ran "
