@@ -192,3 +192,11 @@ def test_range_boundaries_and_cross_field_rules():
         build_run_config({"train": {"schedule": "cosine", "epochs": 1, "warmup_epochs": 1.0}})
     with pytest.raises(ConfigError, match=r"config.svm.C: expected at least one value"):
         build_run_config({"svm": {"C": []}})
+
+
+def test_tta_takes_known_modes_and_only_with_the_head():
+    assert build_run_config(parse_overrides(["eval.tta=flip"])).eval.tta == "flip"
+    with pytest.raises(ConfigError, match=r"config.eval.tta: expected one of \['none', 'flip'\], got 'crops'"):
+        build_run_config(parse_overrides(["eval.tta=crops"]))
+    with pytest.raises(ConfigError, match="eval.tta='flip' averages the head's logits; with eval.classifier='svm'"):
+        build_run_config(parse_overrides(["eval.tta=flip", "eval.classifier=svm"]))

@@ -138,6 +138,9 @@ class SVMConfig:
 class EvalConfig:
     classifier: str = "head"  # head | svm | knn  (svm/knn fit on train embeddings)
     knn_k: int = 5
+    # test-time augmentation of the head's logits: flip averages each image's and its mirror image's (twice the
+    # evaluation cost; for data whose classes are mirror-symmetric, not digits)
+    tta: Literal["none", "flip"] = "none"
     retrieval_metrics: bool = True  # embedding arms: precision@1, recall@k, MAP@R of test queries vs train
     save_embeddings: bool = True  # embedding arms: keep test embeddings (embeddings_test.pt) for the PCA figure
 
@@ -515,6 +518,9 @@ def check_ranges(cfg: RunConfig, where: str = "config") -> RunConfig:
             raise ConfigError(f"{where}.{key}: expected {'every value ' if each else ''}{rule.text}, got {value!r}")
     if not cfg.svm.C:
         raise ConfigError(f"{where}.svm.C: expected at least one value, got []")
+    if cfg.eval.tta != "none" and cfg.eval.classifier != "head":
+        raise ConfigError(f"{where}.eval.tta={cfg.eval.tta!r} averages the head's logits; with "
+                          f"eval.classifier={cfg.eval.classifier!r} set eval.tta: none")
     if cfg.train.schedule in ("cosine", "linear") and cfg.train.warmup_epochs >= cfg.train.epochs:
         raise ConfigError(f"{where}.train.warmup_epochs={cfg.train.warmup_epochs} leaves no steps for the "
                           f"{cfg.train.schedule} decay (train.epochs={cfg.train.epochs}); use fewer warm-up epochs "

@@ -87,7 +87,8 @@ class LoadedRun:
         # format: an evaluation of the run's test split gives the run's own numbers
         logits = forward_batches(self.model, images, output="logits", mean=self.inputs["mean"],
                                  std=self.inputs["std"], batch_size=batch_size, device=self.device,
-                                 amp_dtype=self._amp_dtype(), channels_last=self.config.train.channels_last)
+                                 amp_dtype=self._amp_dtype(), channels_last=self.config.train.channels_last,
+                                 tta=self.config.eval.tta)
         return torch.softmax(logits, dim=1).numpy()  # (N, K) float32
 
     def _amp_dtype(self):

@@ -152,3 +152,25 @@ def test_grad_clip_bounds_the_update_norm():
     train_one_epoch(model, objective, optimizer, [(x, y)], grad_clip=0.01)
     after = torch.cat([p.detach().flatten() for p in model.parameters()])
     assert (after - before).norm() == pytest.approx(0.01, rel=1e-3)  # the raw gradient norm is far above 0.01
+
+
+def test_a_from_scratch_airbench94_whitens_its_stem_on_the_training_split_and_keeps_it(tmp_path, tiny_cfg):
+    from dlstudy.data import to_float
+    from dlstudy.models import build_model
+
+    cfg = tiny_cfg(model="airbench94", epochs=1)
+    session = Session(cfg, DistInfo(), "cpu")
+    stem = session.model.backbone.stem[0].weight.clone()
+    oracle = build_model(cfg.model, session.data.num_classes, 1, 8).backbone
+    oracle.init_from_data(to_float(session.data.train.images, session.data.mean, session.data.std))
+    torch.testing.assert_close(stem, oracle.stem[0].weight)  # all 240 training images (fewer than INIT_IMAGES)
+    session.run_epoch(1, epoch_output(RunDir(tmp_path / "run")))
+    assert torch.equal(session.model.backbone.stem[0].weight, stem)  # fixed filters: training leaves them
+    # weights from elsewhere (a run folder, a file) are kept as loaded: nothing is recomputed
+    cfg.model.weights = str(tmp_path / "run")
+    from dlstudy.engine.build import init_from_training_images
+
+    before = session.model.backbone.stem[0].weight.clone()
+    session.model.backbone.stem[0].weight.zero_()
+    init_from_training_images(session.model, session.data, cfg)
+    assert not session.model.backbone.stem[0].weight.any() and before.any()

@@ -121,3 +121,35 @@ def test_unknown_output_and_empty_input_are_errors():
         forward_batches(model, _images(2), output="probabilities", mean=MEAN, std=STD)
     with pytest.raises(ValueError, match="no images"):
         forward_batches(model, _images(0), mean=MEAN, std=STD)
+
+
+@pytest.mark.parametrize("amp_dtype", [None, torch.bfloat16])
+def test_flip_tta_is_the_mean_of_each_images_and_its_mirrors_logits(amp_dtype):
+    model, images = _model("airbench"), _images(9)
+    got = forward_batches(model, images, output="logits", mean=MEAN, std=STD, batch_size=4, amp_dtype=amp_dtype,
+                          tta="flip")
+    # the oracle: each image alone, then its mirror image alone, by hand (bf16: batch composition changes the
+    # last bits, so the same batches are compared there)
+    plain = _by_hand(model, images, "logits", 4, amp_dtype)
+    mirrored = _by_hand(model, images.flip(3), "logits", 4, amp_dtype)
+    torch.testing.assert_close(got, (plain + mirrored) / 2, rtol=0, atol=0)
+    assert not torch.allclose(got, plain)  # a mirror image is another input to a random net
+    # the flip is the left-right mirror (dim 3 of (N, C, H, W)), not up-down
+    updown = _by_hand(model, images.flip(2), "logits", 4, amp_dtype)
+    assert not torch.allclose(got, (plain + updown) / 2)
+
+
+def test_flip_tta_loss_is_the_loss_of_the_averaged_logits():
+    model, images = _model("airbench"), _images(10)
+    labels = torch.arange(10) % 5
+    split = Split(images, labels)
+    logits, y, loss = predict(model, split, mean=MEAN, std=STD, device="cpu", batch_size=4, tta="flip")
+    expected = (_by_hand(model, images, "logits", 4) + _by_hand(model, images.flip(3), "logits", 4)) / 2
+    torch.testing.assert_close(logits, expected, rtol=0, atol=0)
+    assert loss == pytest.approx(float(torch.nn.functional.cross_entropy(expected, labels)), rel=1e-5)
+
+
+@pytest.mark.parametrize("output,tta", [("features", "flip"), ("embedding", "flip"), ("logits", "crops")])
+def test_tta_only_for_logits_and_known_modes(output, tta):
+    with pytest.raises(ValueError, match="tta"):
+        forward_batches(_model(), _images(3), output=output, mean=MEAN, std=STD, tta=tta)

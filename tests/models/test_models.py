@@ -158,3 +158,46 @@ def test_old_densenet_key_names_are_mapped():
     state = {"features.denseblock1.denselayer1.norm.1.weight": torch.ones(1), "classifier.weight": torch.ones(1)}
     assert _torchvision_to_classifier(state, spec) == {
         "backbone.features.denseblock1.denselayer1.norm1.weight": torch.ones(1)}
+
+
+def _patch_rows(x: torch.Tensor) -> torch.Tensor:
+    """Every 2x2 patch of (N, C, H, W) as a (C*2*2,) row in a conv filter's (C, kh, kw) order, by plain loops."""
+    n, c, h, w = x.shape
+    return torch.stack([x[i, :, r:r + 2, s:s + 2].reshape(-1) for i in range(n) for r in range(h - 1)
+                        for s in range(w - 1)])
+
+
+def test_airbench94_whitening_stem_decorrelates_the_training_patches():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="airbench94"), num_classes=10, in_channels=3, image_size=32)
+    x = torch.randn(40, 3, 12, 12)
+    x[:, 1] += 0.8 * x[:, 0]  # correlated channels and a per-channel scale: not white to start with
+    x[:, 2] *= 3.0
+    model.backbone.init_from_data(x)
+    stem = model.backbone.stem[0]
+    rows = _patch_rows(x).double()  # (P, 12): the oracle covariance from explicit patches
+    covariance = rows.T @ rows / len(rows)
+    filters = stem.weight.double().reshape(24, 12)
+    whitened = filters[:12] @ covariance @ filters[:12].T  # the covariance of the first 12 output channels
+    eigenvalues = torch.linalg.eigvalsh(covariance).flip(0)
+    # unit variance up to the eps regulariser: lambda / (lambda + eps)
+    torch.testing.assert_close(whitened, torch.diag(eigenvalues / (eigenvalues + model.backbone.WHITEN_EPS)),
+                               atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(filters[12:], -filters[:12])  # the negatives: GELU keeps both signs' information
+    # the filters are fixed: a buffer (saved, loaded), not a parameter an optimizer would train; the bias trains
+    names = dict(model.named_parameters())
+    assert "backbone.stem.0.weight" not in names and "backbone.stem.0.bias" in names
+    assert "backbone.stem.0.weight" in model.state_dict()
+    model.set_backbone_frozen(False)
+    assert "backbone.stem.0.weight" not in dict(model.named_parameters())
+
+
+def test_airbench94_convs_start_as_the_identity():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="airbench94"), num_classes=10, in_channels=3, image_size=32)
+    conv = model.backbone.blocks[0][0]  # 24 -> 64 channels: the first 24 filters pass their channel through
+    x = torch.randn(2, 24, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(conv(x)[:, :24], x)
+    grey = build_model(ModelConfig(name="airbench94"), num_classes=10, in_channels=1, image_size=28)
+    assert grey.backbone.stem[0].weight.shape == (8, 1, 2, 2)  # 2 x 1 channel x 2 x 2 whitening filters

@@ -393,8 +393,10 @@ def test_budget_block_rows_from_budget_json(tmp_path):
     assert "| total | 10 | 12.7 | 7.0 |  |" in text  # planning 0.5 + 6.1 + 6.1; real: 0.5 + 6.5 (Q2 unfinished)
     assert "| Q1 | adam | 1,200 (4 x 300) | 3 | 2,500 | 9,000 | 2 | 2.0 |" in text
     assert budget_blocks(None, [("Q1", tmp_path / "s1")]) == []  # no --minutes: no block
-    first = render_markdown(budget_blocks(10, [("Q1", tmp_path / "s1")], planned_s=420.0), tmp_path)
-    assert "estimated 7.0 min for the whole run: +0.0% against the real 7.0 min" in first  # 30 s + 390 s
+    first = render_markdown(budget_blocks(10, [("Q1", tmp_path / "s1")], planned_s=480.0), tmp_path)
+    assert "estimated 8.0 min for the whole run (the total row): +14.3% against the real 7.0 min" in first
+    # the total's expectation is the first plan's (8.0), not the sum of the sections' last re-plans (6.6)
+    assert "| total | 10 | 8.0 | 7.0 |  |" in first  # real: 30 s planning + 390 s
     assert "The first plan" not in text
 
 

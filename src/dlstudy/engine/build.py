@@ -71,6 +71,22 @@ def build_network(cfg: RunConfig, data, device: str) -> tuple[nn.Module, nn.Modu
     return model, objective
 
 
+# Training images a data-dependent initialisation sees (airbench94's whitening stem: as many as airbench uses).
+INIT_IMAGES = 5000
+
+
+def init_from_training_images(model: nn.Module, data, cfg: RunConfig) -> None:
+    """A model trained from scratch (model.weights: none) whose backbone initialises from data gets the first
+    INIT_IMAGES training images, normalised as the eval transform does (no augmentation): the same on every rank,
+    since the split is."""
+    from dlstudy.data import to_float
+
+    if cfg.model.weights != "none" or not hasattr(model.backbone, "init_from_data"):
+        return
+    images = to_float(data.train.images[:INIT_IMAGES], data.mean, data.std)
+    model.backbone.init_from_data(images)
+
+
 def build_optimization(model: nn.Module, cfg: RunConfig, steps_per_epoch: int, amp_dtype):
     """(optimizer, scheduler, GradScaler or None): backbone and head parameter groups (the backbone at
     train.backbone_lr_mult), the schedule stepped per optimizer step, a scaler for float16 autocast only."""

@@ -209,11 +209,12 @@ def train_one_epoch(model: nn.Module, objective: nn.Module, optimizer: torch.opt
 @torch.no_grad()
 def predict(model: nn.Module, split, *, mean, std, device, batch_size: int = 512, objective: nn.Module | None = None,
             info: DistInfo = DistInfo(), amp_dtype=None, channels_last: bool = False,
-            output: str = "logits") -> tuple[torch.Tensor, torch.Tensor, float]:
+            output: str = "logits", tta: str = "none") -> tuple[torch.Tensor, torch.Tensor, float]:
     """(outputs (N, D) float32 on CPU in split order, labels (N,), mean loss) of `model` over the whole `split`.
 
     The batched forward pass of dlstudy.models.forward with a loss: the objective's, cross-entropy without one.
-    `output` picks which model output is collected: logits, features or embedding. Under DDP each rank scores a
+    `output` picks which model output is collected: logits, features or embedding; `tta` (eval.tta) averages the
+    logits over test-time views (dlstudy.models.forward.TTA_MODES). Under DDP each rank scores a
     contiguous chunk and the chunks are gathered in rank order (= split order).
     """
     if len(split.labels) < info.world_size:
@@ -228,7 +229,7 @@ def predict(model: nn.Module, split, *, mean, std, device, batch_size: int = 512
     outs, labels_all, loss_sum = [], [], 0.0
     for out, labels, loss in iter_forward(model, split.rows(start, stop), output=output, mean=mean, std=std,
                                           batch_size=batch_size, device=device, amp_dtype=amp_dtype,
-                                          channels_last=channels_last, loss_fn=loss_fn):
+                                          channels_last=channels_last, loss_fn=loss_fn, tta=tta):
         loss_sum += float(loss) * labels.shape[0]
         outs.append(out)
         labels_all.append(labels)
@@ -240,7 +241,8 @@ def predict(model: nn.Module, split, *, mean, std, device, batch_size: int = 512
 
 def evaluate(model: nn.Module, split, *, mean, std, device, class_names: list[str], batch_size: int = 512,
              objective: nn.Module | None = None, info: DistInfo = DistInfo(), amp_dtype=None,
-             channels_last: bool = False, diverged_at: dict | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
+             channels_last: bool = False, diverged_at: dict | None = None,
+             tta: str = "none") -> tuple[dict, np.ndarray, np.ndarray]:
     """Metrics of the classification head on `split`: (metrics with METRIC_KEYS + "loss", y_score (N, K), y_true).
 
     y_score holds softmax probabilities (what the ROC curves use); the loss is the objective's (cross-entropy
@@ -250,7 +252,8 @@ def evaluate(model: nn.Module, split, *, mean, std, device, class_names: list[st
     from dlstudy.metrics import Evaluator
 
     logits, y_true, loss = predict(model, split, mean=mean, std=std, device=device, batch_size=batch_size,
-                                   objective=objective, info=info, amp_dtype=amp_dtype, channels_last=channels_last)
+                                   objective=objective, info=info, amp_dtype=amp_dtype, channels_last=channels_last,
+                                   tta=tta)
     _check_scores(logits, diverged_at)
     y_score = torch.softmax(logits, dim=1)
     evaluator = Evaluator(len(class_names), class_names)

@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from dlstudy.config import RunConfig
-from dlstudy.engine.build import (build_network, build_optimization, epoch_batches, load_data, seed_everything,
-                                  set_deterministic, steps_per_epoch, train_subset, training_wrapper)
+from dlstudy.engine.build import (build_network, build_optimization, epoch_batches, init_from_training_images,
+                                  load_data, seed_everything, set_deterministic, steps_per_epoch, train_subset,
+                                  training_wrapper)
 from dlstudy.engine.checkpoint import rng_state
 from dlstudy.engine.distributed import DistInfo, all_gather_object, barrier, rank_seed
 from dlstudy.engine.loop import AMP_DTYPES, amp_dtype_for, diverged, evaluate, run_lr, train_one_epoch
@@ -54,6 +55,7 @@ class Session:
         seed_everything(cfg.seed)
         self.data = load_data(cfg, device)
         self.model, self.objective = build_network(cfg, self.data, device)
+        init_from_training_images(self.model, self.data, cfg)
         # Same initial weights on every rank (drawn above from cfg.seed); from here on each rank draws its own
         # dropout masks. Augmentation has its own per-rank seed (train_batches).
         self.rank_seed = rank_seed(cfg.seed, info.rank)
@@ -80,7 +82,7 @@ class Session:
                         class_names=self.data.class_names, batch_size=self.cfg.train.eval_batch_size,
                         objective=self.objective if objective else None, info=self.info,
                         amp_dtype=self.amp_dtype, channels_last=self.cfg.train.channels_last,
-                        diverged_at=diverged_at)
+                        diverged_at=diverged_at, tta=self.cfg.eval.tta)
 
     def evaluate_test(self) -> tuple[dict, np.ndarray, np.ndarray, dict]:
         """(metrics, y_score, y_true, extras) on test with eval.classifier: the head, or an svm / knn fitted on

@@ -93,7 +93,7 @@ def measured_config(cfg: RunConfig, image_shape: tuple[int, int, int], num_class
             "augment": cfg.data.augment, "optim": cfg.optim.name, "batch_size": t.batch_size,
             "eval_batch_size": t.eval_batch_size, "amp": t.amp, "channels_last": t.channels_last,
             "compile": t.compile, "grad_clip": t.grad_clip, "frozen_bn": t.frozen_bn, "threads": threads,
-            "method": METHOD}
+            "method": METHOD, **({"tta": cfg.eval.tta} if cfg.eval.tta != "none" else {})}
 
 
 def cache_key(machine: dict, config: dict) -> str:
@@ -214,7 +214,7 @@ def measure(cfg: RunConfig, image_shape: tuple[int, int, int], num_classes: int,
                                                         MAX_EVAL_IMAGES)))
         ekw = dict(mean=data.mean, std=data.std, device=device, class_names=data.class_names,
                    batch_size=cfg.train.eval_batch_size, objective=objective, amp_dtype=amp_dtype,
-                   channels_last=cfg.train.channels_last)
+                   channels_last=cfg.train.channels_last, tta=cfg.eval.tta)
         evaluate(model, eval_split, **ekw)  # warm-up
         best = float("inf")
         for _ in range(EVAL_ROUNDS):  # the best of a few: a busy moment on a shared machine only slows some
