@@ -89,7 +89,10 @@ def test_every_budget_preset_gives_valid_configs_for_every_shipped_study(budget)
 
     preset = reproduce.BUDGETS[budget]
     files = sorted(sections.CHECKOUT_STUDIES.glob("*.yaml"))
-    assert len(files) == sum(len(s.files) for s in reproduce.SECTIONS) * len(sections.TIERS)
+    # no stray file: each tier's files plus the standalone studies, and nothing else
+    assert len(files) == (sum(len(s.files) for s in reproduce.SECTIONS) * len(sections.TIERS)
+                          + len(sections.STANDALONE_STUDIES))
+    assert {f"{stem}.yaml" for stem in sections.STANDALONE_STUDIES} <= {p.name for p in files}
     for path in files:
         study = load_study(path)
         study.seeds = list(preset["seeds"])

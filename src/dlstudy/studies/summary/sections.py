@@ -64,6 +64,8 @@ def file_order(stem: str) -> int:
 ONLY_CHOICES = tuple(dict.fromkeys([s.study for s in SECTIONS] + [f for s in SECTIONS for f in s.files]))
 
 TIERS = ("quick", "cpu", "full")
+# shipped study files outside the tiers, run on their own (`dlstudy run studies/<stem>.yaml`)
+STANDALONE_STUDIES = ("cifar10-airbench-cpu",)
 
 
 def study_file(name: str, tier: str) -> Path:
