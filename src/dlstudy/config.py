@@ -134,13 +134,18 @@ class SVMConfig:
     dtype: str = "float64"  # solver precision; float32 is faster for squared hinge, float64 safer for the others
 
 
+# eval.tta's modes, the one list: models.forward applies them
+TtaMode = Literal["none", "flip"]
+TTA_MODES: tuple[str, ...] = typing.get_args(TtaMode)
+
+
 @dataclass
 class EvalConfig:
     classifier: str = "head"  # head | svm | knn  (svm/knn fit on train embeddings)
     knn_k: int = 5
     # test-time augmentation of the head's logits: flip averages each image's and its mirror image's (twice the
     # evaluation cost; for data whose classes are mirror-symmetric, not digits)
-    tta: Literal["none", "flip"] = "none"
+    tta: TtaMode = "none"
     retrieval_metrics: bool = True  # embedding arms: precision@1, recall@k, MAP@R of test queries vs train
     save_embeddings: bool = True  # embedding arms: keep test embeddings (embeddings_test.pt) for the PCA figure
 

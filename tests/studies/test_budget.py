@@ -248,6 +248,48 @@ def test_measurement_on_a_tiny_model_is_real_timing():
     assert throughput.measure(triplet, (1, 8, 8), 10, available=1, target_s=0.1).needs_pk
 
 
+def test_the_measurement_times_the_given_training_images():
+    cfg = _mlp_cfg(batch_size=24)
+    images = torch.randint(0, 256, (5, 1, 8, 8), dtype=torch.uint8)
+    data = throughput._timing_data(cfg, (1, 8, 8), 10, images)
+    n = len(data.train)
+    assert n % 24 == 0 and n >= 2 * 24
+    # every timed image is one of the run's own, repeated in order; labels cycle over the classes
+    assert torch.equal(data.train.images, images[torch.arange(n) % 5])
+    assert torch.equal(data.train.labels, torch.arange(n) % 10)
+    random_ = throughput._timing_data(cfg, (1, 8, 8), 10)
+    assert random_.train.images.shape == (n, 1, 8, 8) and not torch.equal(random_.train.images[:5], images)
+    with pytest.raises(ValueError, match=r"timing images: expected \(M, 1, 8, 8\) uint8, got \(5, 3, 8, 8\)"):
+        throughput._timing_data(cfg, (1, 8, 8), 10, torch.zeros(5, 3, 8, 8, dtype=torch.uint8))
+    tp = throughput.measure(cfg, (1, 8, 8), 10, available=1, target_s=0.1, images=images)
+    assert tp.train_img_s == pytest.approx(24 / tp.step_s, rel=0.01)
+
+
+def test_a_plan_measures_each_arm_on_its_own_training_images(tmp_path, monkeypatch):
+    import time
+
+    from dlstudy.data import load_dataset
+    from dlstudy.studies.running.runner import load_study, plan_study
+
+    monkeypatch.setenv("DLSTUDY_CACHE", str(tmp_path / "cache"))
+    seen = []
+
+    def fake(cfg, image_shape, num_classes, available, device="cpu", target_s=None, images=None):
+        seen.append(images)
+        return throughput.Throughput(0.01, 3200.0, 10000.0, 1, False, "")
+
+    monkeypatch.setattr(throughput, "measure", fake)
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(STUDY))
+    study = load_study(path)
+    budget.plan_budgets([(study, plan_study(study, tmp_path / "runs"))], 1.0, time.time(), memo={})
+    train = load_dataset(build_run_config({"data": {"name": "digits"}}).data).train
+    assert len(seen) == 2  # the two arms (different batch sizes: two cache keys)
+    for images in seen:
+        assert images.shape == (min(len(train), throughput.TIMING_IMAGES), 1, 8, 8)
+        assert torch.equal(images[0], train.images[0]) and torch.equal(images[-1], train.images[-1])
+
+
 def test_throughput_cache_hit_miss_and_remeasure(tmp_path, monkeypatch):
     calls = []
     real = throughput.measure

@@ -214,7 +214,7 @@ def predict(model: nn.Module, split, *, mean, std, device, batch_size: int = 512
 
     The batched forward pass of dlstudy.models.forward with a loss: the objective's, cross-entropy without one.
     `output` picks which model output is collected: logits, features or embedding; `tta` (eval.tta) averages the
-    logits over test-time views (dlstudy.models.forward.TTA_MODES). Under DDP each rank scores a
+    logits over test-time views (dlstudy.config.TTA_MODES). Under DDP each rank scores a
     contiguous chunk and the chunks are gathered in rank order (= split order).
     """
     if len(split.labels) < info.world_size:

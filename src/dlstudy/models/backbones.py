@@ -91,10 +91,11 @@ class _Airbench(nn.Module):
     (B, 256). ~0.12 GMACs per 32 px image: ~1,100 img/s training on 2 CPU cores with bf16 autocast."""
 
     def __init__(self, in_channels: int, widths: tuple[int, int, int] = (64, 256, 256), ceil_pool: bool = False,
-                 stem_width: int = 24):
+                 stem_conv: nn.Module | None = None):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, stem_width, kernel_size=2, bias=True), nn.GELU())
-        blocks, cin = [], stem_width
+        stem_conv = stem_conv if stem_conv is not None else nn.Conv2d(in_channels, 24, kernel_size=2, bias=True)
+        self.stem = nn.Sequential(stem_conv, nn.GELU())
+        blocks, cin = [], stem_conv.out_channels
         for width in widths:
             blocks.append(nn.Sequential(
                 nn.Conv2d(cin, width, 3, padding=1, bias=False), nn.MaxPool2d(2, ceil_mode=ceil_pool),
@@ -118,8 +119,7 @@ class _Airbench94(_Airbench):
 
     def __init__(self, in_channels: int, ceil_pool: bool = False):
         # the whitening filters of C-channel 2x2 patches and their negatives: 2 * C * 4 (24 for RGB, as airbench)
-        super().__init__(in_channels, ceil_pool=ceil_pool, stem_width=2 * in_channels * 4)
-        self.stem[0] = _WhiteningConv(in_channels, 2 * in_channels * 4)
+        super().__init__(in_channels, ceil_pool=ceil_pool, stem_conv=_WhiteningConv(in_channels, 2 * in_channels * 4))
         for block in self.blocks:
             for conv in (m for m in block if isinstance(m, nn.Conv2d)):
                 nn.init.dirac_(conv.weight.data[:conv.in_channels])
@@ -135,6 +135,7 @@ class _WhiteningConv(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
+        self.out_channels = out_channels
         weight = torch.empty(out_channels, in_channels, 2, 2)
         nn.init.kaiming_uniform_(weight, a=5 ** 0.5)  # nn.Conv2d's own init until `whiten` is called
         self.register_buffer("weight", weight)

@@ -244,12 +244,16 @@ def format_budget(budget_s: float, spent_s: float, plans: list[SectionPlan], det
 
 
 def _data_facts(cfg: RunConfig, memo: dict) -> dict:
-    """Sizes, train labels and the seconds a run spends loading `cfg.data` (from the decoded cache), once per data
+    """Sizes, train labels, the seconds a run spends loading `cfg.data` (from the decoded cache) and up to
+    TIMING_IMAGES of its training images spread over the split (what the throughput is measured on), once per data
     config: the first load decodes into the cache, the timed second one is what every run pays."""
     import time
 
+    import torch
+
     from dlstudy.config import to_dict
     from dlstudy.data import load_dataset
+    from dlstudy.studies.running.throughput import TIMING_IMAGES
 
     key = repr(sorted(to_dict(cfg.data).items()))
     if key not in memo:
@@ -257,7 +261,9 @@ def _data_facts(cfg: RunConfig, memo: dict) -> dict:
         start = time.perf_counter()
         d = load_dataset(cfg.data)
         memo[key] = {"load_s": time.perf_counter() - start, "labels": d.train.labels, "shape": d.image_shape,
-                     "classes": d.num_classes, "n_train": len(d.train), "n_val": len(d.val), "n_test": len(d.test)}
+                     "classes": d.num_classes, "n_train": len(d.train), "n_val": len(d.val), "n_test": len(d.test),
+                     "images": d.train.images[torch.linspace(0, max(len(d.train) - 1, 0),
+                                                             min(len(d.train), TIMING_IMAGES)).long()].clone()}
     return memo[key]
 
 
@@ -313,7 +319,7 @@ def study_costs(study, tasks: list, *, available: int, device: str, remeasure: b
         facts = _data_facts(task.cfg, memo)
         if task.arm not in details:
             tp = arm_throughput(task.cfg, facts["shape"], facts["classes"], available, device, remeasure,
-                                measured_now=memo.setdefault("measured now", set()))
+                                measured_now=memo.setdefault("measured now", set()), images=facts["images"])
             cost = arm_cost(task.cfg, task.arm, facts, tp, False, weights.get(task.arm, 1.0))
             if task.arm in min_epochs:
                 cost = dataclasses.replace(cost, min_steps=math.ceil(min_epochs[task.arm] * cost.full_epoch_steps))

@@ -3,9 +3,10 @@
     tp = arm_throughput(cfg, image_shape, num_classes, threads)    # cached per machine; remeasure=True ignores it
 
 A few training steps (after a warm-up) and one evaluation pass of the run's own model, objective, batch size,
-autocast, memory format, augmentation and thread count, on random uint8 images of the run's shape: what the
-budget planner (budget.py) turns into step counts. The learning rate does not change the cost, so it is set small
-(random labels at the study's peak lr could overflow bf16 and stop the measurement).
+autocast, memory format, augmentation and thread count, on the run's own training images (random uint8 images of
+its shape where none are given): what the budget planner (budget.py) turns into step counts. The learning rate
+does not change the cost, so it is set small (random labels at the study's peak lr could overflow bf16 and stop
+the measurement).
 
 The cache is one JSON file, `<dlstudy cache dir>/throughput.json`: entries keyed by a hash of the machine (CPU
 model, torch version, device) and of everything in the configuration that changes the cost, threads included.
@@ -36,7 +37,11 @@ CACHE_FILE = "throughput.json"
 WARMUP_STEPS = 2  # oneDNN picks its kernels on the first calls: not timed
 MIN_TIMED_STEPS = 3
 MAX_TIMED_STEPS = 5000  # batch-1 MLP steps take ~0.7 ms: a few thousand fill the target time
-METHOD = 2  # in the cache key: entries measured by an older method (1: short last batches) are measured again
+# In the cache key: entries measured by an older method are measured again (1: short last batches; 2: random
+# images, which a small CNN evaluated ~20% faster than CIFAR-10's on 2 Zen 4 cores, so a plan under-counted the
+# evaluations of real runs)
+METHOD = 3
+TIMING_IMAGES = 1024  # real training images the plan keeps per data config for the measurement
 TARGET_SECONDS = 2.0  # timed training per configuration (after the warm-up)
 MAX_EVAL_IMAGES = 1024  # an evaluation pass of at most this many images (after a warm-up pass)
 EVAL_ROUNDS = 3
@@ -144,19 +149,26 @@ def _quiet_cfg(cfg: RunConfig) -> RunConfig:
                                   max_steps_per_epoch=None, freeze_backbone_epochs=0))
 
 
-def _synthetic_data(cfg: RunConfig, image_shape, num_classes: int, device: str):
-    """Random uint8 images of the run's shape, labels cycling over the classes: enough for a few batches (and for
-    P x K batches: every class at least twice its K), a whole number of batches (a short last batch would make
-    the mean step look cheaper than the run's full ones)."""
+def _timing_data(cfg: RunConfig, image_shape, num_classes: int, images: torch.Tensor | None = None):
+    """Enough images for a few batches (and for P x K batches: labels cycle over the classes, every class at least
+    twice its K), a whole number of batches (a short last batch would make the mean step look cheaper than the
+    run's full ones): `images` ((M, C, H, W) uint8, the run's training images) repeated as needed, else random
+    uint8 images of the run's shape. Labels need not be the images' own: they change no cost."""
     from dlstudy.data.splits import Split
 
     c, h, w = image_shape
     n = max(2 * cfg.train.batch_size, 2 * num_classes * cfg.loss.samples_per_class, cfg.loss.classes_per_batch *
             cfg.loss.samples_per_class * 2)
     n = math.ceil(n / cfg.train.batch_size) * cfg.train.batch_size
-    gen = torch.Generator().manual_seed(0)
-    split = Split(torch.randint(0, 256, (n, c, h, w), dtype=torch.uint8, generator=gen),
-                  torch.arange(n) % num_classes)
+    if images is not None and len(images):
+        if tuple(images.shape[1:]) != tuple(image_shape) or images.dtype != torch.uint8:
+            raise ValueError(f"timing images: expected (M, {c}, {h}, {w}) uint8, got {tuple(images.shape)} "
+                             f"{images.dtype}")
+        pixels = images[torch.arange(n) % len(images)]
+    else:
+        gen = torch.Generator().manual_seed(0)
+        pixels = torch.randint(0, 256, (n, c, h, w), dtype=torch.uint8, generator=gen)
+    split = Split(pixels, torch.arange(n) % num_classes)
     return SimpleNamespace(train=split, mean=(0.5,) * c, std=(0.25,) * c, image_shape=tuple(image_shape),
                            num_classes=num_classes, class_names=[str(i) for i in range(num_classes)])
 
@@ -177,9 +189,10 @@ def _sync(device: str) -> None:
 
 
 def measure(cfg: RunConfig, image_shape: tuple[int, int, int], num_classes: int, available: int,
-            device: str = "cpu", target_s: float | None = None) -> Throughput:
-    """Time `cfg`'s training steps and evaluation on random data (engine.loop's train_one_epoch and evaluate):
-    WARMUP_STEPS untimed, then enough steps for about `target_s` seconds (default TARGET_SECONDS)."""
+            device: str = "cpu", target_s: float | None = None, images: torch.Tensor | None = None) -> Throughput:
+    """Time `cfg`'s training steps and evaluation (engine.loop's train_one_epoch and evaluate) on `images` (the
+    run's training images, (M, C, H, W) uint8), else random ones: WARMUP_STEPS untimed, then enough steps for
+    about `target_s` seconds (default TARGET_SECONDS)."""
     target_s = TARGET_SECONDS if target_s is None else target_s
     from dlstudy.engine.build import build_network, build_optimization, seed_everything
     from dlstudy.engine.loop import amp_dtype_for, evaluate, train_one_epoch
@@ -190,7 +203,7 @@ def measure(cfg: RunConfig, image_shape: tuple[int, int, int], num_classes: int,
     os.environ["DLSTUDY_NO_PROGRESS"] = "1"  # the loop's progress lines would be about random data
     try:
         seed_everything(0)
-        data = _synthetic_data(cfg, image_shape, num_classes, device)
+        data = _timing_data(cfg, image_shape, num_classes, images)
         amp_dtype, _ = amp_dtype_for(cfg.train.amp, device)
         model, objective = build_network(cfg, data, device)
         threads = run_threads(cfg, model, tuple(image_shape), available, device)
@@ -235,7 +248,7 @@ def measure(cfg: RunConfig, image_shape: tuple[int, int, int], num_classes: int,
 
 def arm_throughput(cfg: RunConfig, image_shape: tuple[int, int, int], num_classes: int, available: int,
                    device: str = "cpu", remeasure: bool = False, cache_dir: str | None = None,
-                   measured_now: set | None = None) -> Throughput:
+                   measured_now: set | None = None, images: torch.Tensor | None = None) -> Throughput:
     """`measure(...)` through the per-machine cache (`remeasure`: measure anyway and overwrite the entry, once per
     key of `measured_now`, the keys this plan has measured so far).
 
@@ -261,7 +274,7 @@ def arm_throughput(cfg: RunConfig, image_shape: tuple[int, int, int], num_classe
             pass  # an entry of another format: measured again
     log.info("measuring the throughput of %s (%s loss) at batch %d, %s px, %d thread(s) (cached in %s)",
              cfg.model.name, cfg.loss.name, cfg.train.batch_size, "x".join(map(str, image_shape[1:])), threads, path)
-    tp = dataclasses.replace(measure(cfg, image_shape, num_classes, available, device), key=key)
+    tp = dataclasses.replace(measure(cfg, image_shape, num_classes, available, device, images=images), key=key)
     if measured_now is not None:
         measured_now.add(key)
     write_cache_entry(path, key, {**{f: getattr(tp, f) for f in ("step_s", "train_img_s", "eval_img_s", "threads",
