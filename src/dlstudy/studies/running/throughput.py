@@ -41,7 +41,7 @@ MAX_TIMED_STEPS = 5000  # batch-1 MLP steps take ~0.7 ms: a few thousand fill th
 # images, which a small CNN evaluated ~20% faster than CIFAR-10's on 2 Zen 4 cores, so a plan under-counted the
 # evaluations of real runs)
 METHOD = 3
-TIMING_IMAGES = 1024  # real training images the plan keeps per data config for the measurement
+TIMING_IMAGES = 256  # training images the plan keeps per data config to measure on (38 MB at 224 px)
 TARGET_SECONDS = 2.0  # timed training per configuration (after the warm-up)
 MAX_EVAL_IMAGES = 1024  # an evaluation pass of at most this many images (after a warm-up pass)
 EVAL_ROUNDS = 3
