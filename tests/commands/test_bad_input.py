@@ -26,18 +26,7 @@ from dlstudy.runs import check_folder_name
 from dlstudy.studies.running.runner import load_study, plan_study
 from helpers import TRAIN, calls, fake_study, make_image_tree, state
 
-@pytest.fixture(autouse=True)
-def _own_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("DLSTUDY_CACHE", str(tmp_path / "cache"))  # outside the folders whose state is compared
-
-
-@pytest.fixture
-def work(tmp_path) -> Path:
-    """The folder each test points the command at; `state(work)` before and after must be equal."""
-    folder = tmp_path / "work"
-    folder.mkdir()
-    (folder / "keep.txt").write_text("a file of the user's\n")
-    return folder
+pytestmark = pytest.mark.usefixtures("own_cache")  # conftest.py
 
 
 def cli(argv: list, capsys) -> tuple[int, str]:

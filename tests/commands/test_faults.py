@@ -25,17 +25,7 @@ from dlstudy import io
 from dlstudy.errors import ConfigError, DiskFullError, TrainingDiverged
 from helpers import TRAIN, make_image_tree, state
 
-@pytest.fixture(autouse=True)
-def _own_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("DLSTUDY_CACHE", str(tmp_path / "cache"))  # outside the folders whose state is compared
-
-
-@pytest.fixture
-def work(tmp_path) -> Path:
-    folder = tmp_path / "work"
-    folder.mkdir()
-    (folder / "keep.txt").write_text("a file of the user's\n")
-    return folder
+pytestmark = pytest.mark.usefixtures("own_cache")  # conftest.py
 
 
 def dlstudy(*argv, cwd: Path | None = None, timeout: int = 120) -> tuple[int, str]:
@@ -150,18 +140,11 @@ def test_a_finite_loss_that_blew_up_is_a_divergence_too(work):
 # ------------------------------------------------------------------------------------------------ 2. a full disk
 
 
-class _FullAfter:
-    """The temporary file's writer, refusing with ENOSPC once `limit` bytes were written (as a full disk does)."""
+class _Writer:
+    """A stand-in for the temporary file's writer: every call but `write` goes to the real file."""
 
-    def __init__(self, fh, limit: int):
-        self._fh, self._left = fh, limit
-
-    def write(self, data) -> int:
-        size = memoryview(data).nbytes
-        if size > self._left:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        self._left -= size
-        return self._fh.write(data)
+    def __init__(self, fh):
+        self._fh = fh
 
     def __getattr__(self, name):
         return getattr(self._fh, name)
@@ -171,6 +154,21 @@ class _FullAfter:
 
     def __exit__(self, *exc):
         self._fh.close()
+
+
+class _FullAfter(_Writer):
+    """Refuses with ENOSPC once `limit` bytes were written (as a full disk does)."""
+
+    def __init__(self, fh, limit: int):
+        super().__init__(fh)
+        self._left = limit
+
+    def write(self, data) -> int:
+        size = memoryview(data).nbytes
+        if size > self._left:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self._left -= size
+        return self._fh.write(data)
 
 
 def full_disk(monkeypatch, limit: int = 100, only: str = "") -> None:
@@ -228,21 +226,9 @@ def test_a_write_meeting_a_full_disk_names_the_file_and_the_free_space(work, mon
 
 
 def test_a_short_write_is_a_full_disk(work, monkeypatch):
-    class Short:
-        def __init__(self, fh):
-            self._fh = fh
-
-        def write(self, data):
+    class Short(_Writer):
+        def write(self, data):  # half of what it was given, as a full disk's last write
             return max(0, self._fh.write(bytes(data)[: len(data) // 2]))
-
-        def __getattr__(self, name):
-            return getattr(self._fh, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self._fh.close()
 
     real = io._open_temp
     monkeypatch.setattr(io, "_open_temp", lambda fd: Short(real(fd)))

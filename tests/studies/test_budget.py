@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import random
+import time
 
 import pytest
 import torch
@@ -180,7 +182,6 @@ def test_observed_pace_is_real_over_planned_within_bounds():
 def test_a_slower_pace_gives_fewer_steps_and_the_same_section_time(tmp_path, monkeypatch):
     """Estimates x pace: a re-plan after sections that ran 1.3 x their plan gives the runs left fewer steps, and
     its expected time (at that pace) still fills the time left."""
-    import time
 
     monkeypatch.setenv("DLSTUDY_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(throughput, "TARGET_SECONDS", 0.2)
@@ -198,7 +199,6 @@ def test_a_slower_pace_gives_fewer_steps_and_the_same_section_time(tmp_path, mon
 def test_budget_min_epochs_is_a_floor_under_the_equal_split(tmp_path, monkeypatch):
     """An arm with `budget_min_epochs: 1` trains at least one full pass even where the equal split gives it less;
     the others share what is left; an unknown arm or a value <= 0 is an error naming the key."""
-    import time
 
     runs = [_cost("batch1", step_s=0.01, full=5000), _cost("mini", step_s=0.01, full=100)]
     free = budget.equal_training_steps(runs, 40.0)
@@ -266,7 +266,6 @@ def test_the_measurement_times_the_given_training_images():
 
 
 def test_a_plan_measures_each_arm_on_its_own_training_images(tmp_path, monkeypatch):
-    import time
 
     from dlstudy.data import load_dataset
     from dlstudy.studies.running.runner import load_study, plan_study
@@ -323,6 +322,57 @@ def test_throughput_cache_hit_miss_and_remeasure(tmp_path, monkeypatch):
     assert len(calls) == 4 and json.loads((tmp_path / throughput.CACHE_FILE).read_text())["entries"]
 
 
+def test_a_cached_entry_measured_beside_another_process_is_measured_again(tmp_path, monkeypatch):
+    shares = iter([0.5, 0.5, 0.97])
+    calls = []
+
+    def fake(cfg, image_shape, num_classes, available, device="cpu", target_s=None, images=None):
+        calls.append(1)
+        return throughput.Throughput(0.01 if len(calls) < 3 else 0.007, 1.0, 1.0, 1, False, "", cpu_share=next(shares))
+
+    monkeypatch.setattr(throughput, "measure", fake)
+    cfg = _mlp_cfg()
+    busy = throughput.arm_throughput(cfg, (1, 8, 8), 10, 1, cache_dir=str(tmp_path))
+    assert busy.busy and not busy.cached and len(calls) == 1
+    entry = next(iter(json.loads((tmp_path / throughput.CACHE_FILE).read_text())["entries"].values()))
+    assert entry["cpu_share"] == 0.5
+    # measured now in this plan: read back as it is (one measurement per configuration and plan)
+    now = {busy.key}
+    assert throughput.arm_throughput(cfg, (1, 8, 8), 10, 1, cache_dir=str(tmp_path), measured_now=now).cached
+    assert len(calls) == 1
+    # a later plan measures it again; still busy: measured again by the plan after that, which finds it idle
+    assert not throughput.arm_throughput(cfg, (1, 8, 8), 10, 1, cache_dir=str(tmp_path)).cached
+    idle = throughput.arm_throughput(cfg, (1, 8, 8), 10, 1, cache_dir=str(tmp_path))
+    assert (len(calls), idle.step_s, idle.busy) == (3, 0.007, False)
+    assert throughput.arm_throughput(cfg, (1, 8, 8), 10, 1, cache_dir=str(tmp_path)).cached and len(calls) == 3
+
+
+def test_a_measurement_sharing_its_core_with_a_busy_process_is_marked_busy():
+    import subprocess
+    import sys
+
+    cfg = _mlp_cfg()
+    alone = throughput.measure(cfg, (1, 8, 8), 10, available=1, target_s=0.3)
+    assert alone.threads == 1 and 0 < alone.cpu_share <= 1.2
+    # one busy process pinned to the measurement's own core: the two share it
+    core = sorted(os.sched_getaffinity(0))[0] if hasattr(os, "sched_getaffinity") else None
+    if core is None:
+        pytest.skip("no CPU affinity on this platform")
+    before = os.sched_getaffinity(0)
+    spin = f"import os\nos.sched_setaffinity(0, {{{core}}})\nwhile True: pass"
+    spinner = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        os.sched_setaffinity(0, {core})
+        time.sleep(0.3)
+        shared = throughput.measure(cfg, (1, 8, 8), 10, available=1, target_s=0.5)
+    finally:
+        os.sched_setaffinity(0, before)
+        spinner.kill()
+        spinner.wait()
+    # (the machine running the tests may be busy itself: the share is compared with the one measured alone)
+    assert shared.busy and shared.cpu_share < 0.8 * alone.cpu_share
+
+
 # ------------------------------------------------------------------------------------------------ plan, end to end
 
 
@@ -337,8 +387,10 @@ def test_plan_text_names_steps_speeds_and_the_estimate():
     assert "(measured now)" in text.split("adam:")[1]
     assert "[opt] ~" in text and "for a 10.0 min budget" in text
     assert "busy" not in text
-    details["opt"]["adam"]["load"] = 1000.0  # measured on a machine far busier than its cores
-    assert "warning: measured while this machine was busy" in format_budget(600.0, 30.0, plans, details)
+    details["opt"]["adam"]["cpu_share"] = 0.5  # another process held half the cores while it was measured
+    details["opt"]["sgd"]["cpu_share"] = 0.97
+    text = format_budget(600.0, 30.0, plans, details)
+    assert "warning: measured while another process held some of the cores (CPU share below 0.8) for adam:" in text
 
 
 STUDY = {"name": "budget-e2e", "kind": "optimizers", "seeds": [0],
@@ -468,7 +520,6 @@ def test_a_replan_gives_the_sections_left_the_time_really_left(tmp_path, monkeyp
     """An earlier section that ran over its plan takes its overrun out of the later sections' steps (and one that
     finished early gives its time to them), so the whole ends at the budget; a budget already spent keeps the
     first plan's steps, with a warning."""
-    import time
 
     from dlstudy.studies.running.budget import plan_budgets
     from dlstudy.studies.running.reproduce import _replan

@@ -223,15 +223,14 @@ def format_budget(budget_s: float, spent_s: float, plans: list[SectionPlan], det
                          f"x {info['runs']} run(s), train {info['train_img_s']:,.0f} img/s, eval "
                          f"{info['eval_img_s']:,.0f} img/s, {info['threads']} thread(s), ~{info['run_s'] / 60:.2f} "
                          f"min a run{' (measured now)' if not info['cached'] else ''}")
-    import os
+    from dlstudy.studies.running.throughput import BUSY_SHARE
 
-    cores = os.cpu_count() or 1
     busy = sorted({arm for arms in details.values() for arm, info in arms.items()
-                   if (info.get("load") or 0) > cores})
+                   if info.get("cpu_share") is not None and info["cpu_share"] < BUSY_SHARE})
     if busy:
-        lines.append(f"  warning: measured while this machine was busy (load average above its {cores} cores) for "
-                     f"{', '.join(busy)}: the steps are too few for an idle machine; rerun with --remeasure when it "
-                     "is as idle as the run will be")
+        lines.append(f"  warning: measured while another process held some of the cores (CPU share below "
+                     f"{BUSY_SHARE}) for {', '.join(busy)}: the steps are too few for an idle machine; the next "
+                     "plan measures these again")
     if not any(p.steps for p in plans):
         lines.append("  no training runs to scale here: the run takes what its fixed costs take")
     expected = spent_s + sum(p.expected_s for p in plans)
@@ -378,7 +377,7 @@ def plan_budgets(entries: list[tuple], minutes: float, started: float, *, jobs: 
             arms[arm] = {"steps": epochs * per_epoch, "planned_steps": steps, "epochs": epochs, "steps_per_epoch": per_epoch, "runs": d["runs"],
                          "step_s": round(tp.step_s, 6), "train_img_s": round(tp.train_img_s, 1),
                          "eval_img_s": round(tp.eval_img_s, 1), "threads": tp.threads, "cached": tp.cached,
-                         "load": tp.load,
+                         "cpu_share": tp.cpu_share,
                          "run_s": round(plan.per_run_s[arm], 1),
                          "expected_s": round(plan.per_run_s[arm] * d["runs"], 1)}
         text_details[study.name] = arms

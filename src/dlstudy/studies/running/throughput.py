@@ -58,14 +58,19 @@ class Throughput:
     needs_pk: bool  # the objective draws P x K batches (an epoch's step count follows the sampler)
     key: str  # hash of machine + measured configuration (the cache key)
     cached: bool = False
-    load: float | None = None  # the 1-minute load average when measured (above the core count: a busy machine)
+    # CPU runs: the process's CPU seconds / (wall seconds x threads) over the timed steps; below BUSY_SHARE another
+    # process held some of the run's cores, and the speed is too low for the machine the run will have
+    cpu_share: float | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.cpu_share is not None and self.cpu_share < BUSY_SHARE
 
 
-def load_average() -> float | None:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (OSError, AttributeError):  # not on every platform
-        return None
+# Measured on 2 Zen 4 cores, 2 threads: ~1.0 idle, 0.50 beside a 2-thread training run. A load average cannot tell
+# this: it counts the measurement's own threads, and entries measured beside a test suite (load 1.4 on 2 cores)
+# planned resnet10 at 0.214 s a step against 0.159 s real.
+BUSY_SHARE = 0.8
 
 
 def cpu_model() -> str:
@@ -219,10 +224,13 @@ def measure(cfg: RunConfig, image_shape: tuple[int, int, int], num_classes: int,
         _sync(device)
         rough = (time.perf_counter() - start) / WARMUP_STEPS  # an over-estimate: the first steps are the slowest
         steps = int(min(max(round(target_s / max(rough, 1e-6)), MIN_TIMED_STEPS), MAX_TIMED_STEPS))
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         stats = train_one_epoch(model, objective, optimizer, stream(), max_steps=steps, total=steps, **kw)
         _sync(device)
-        step_s = (time.perf_counter() - start) / steps
+        elapsed = time.perf_counter() - start
+        step_s = elapsed / steps
+        cpu_share = ((time.process_time() - cpu_start) / max(elapsed * threads, 1e-9)
+                     if device.startswith("cpu") else None)
         eval_split = data.train.subset(torch.arange(min(len(data.train), cfg.train.eval_batch_size,
                                                         MAX_EVAL_IMAGES)))
         ekw = dict(mean=data.mean, std=data.std, device=device, class_names=data.class_names,
@@ -243,7 +251,8 @@ def measure(cfg: RunConfig, image_shape: tuple[int, int, int], num_classes: int,
         else:
             os.environ["DLSTUDY_NO_PROGRESS"] = quiet_before
     return Throughput(step_s=step_s, train_img_s=stats["n"] / max(step_s * steps, 1e-9), eval_img_s=eval_img_s,
-                      threads=threads, needs_pk=needs_pk, key="", load=load_average())
+                      threads=threads, needs_pk=needs_pk, key="",
+                      cpu_share=None if cpu_share is None else round(cpu_share, 3))
 
 
 def arm_throughput(cfg: RunConfig, image_shape: tuple[int, int, int], num_classes: int, available: int,
@@ -267,18 +276,24 @@ def arm_throughput(cfg: RunConfig, image_shape: tuple[int, int, int], num_classe
     entry = None if remeasure and not fresh else read_cache(path).get(key)
     if isinstance(entry, dict):
         try:
-            return Throughput(step_s=float(entry["step_s"]), train_img_s=float(entry["train_img_s"]),
-                              eval_img_s=float(entry["eval_img_s"]), threads=int(entry["threads"]),
-                              needs_pk=bool(entry["needs_pk"]), key=key, cached=True, load=entry.get("load"))
+            cached = Throughput(step_s=float(entry["step_s"]), train_img_s=float(entry["train_img_s"]),
+                                eval_img_s=float(entry["eval_img_s"]), threads=int(entry["threads"]),
+                                needs_pk=bool(entry["needs_pk"]), key=key, cached=True,
+                                cpu_share=None if entry.get("cpu_share") is None else float(entry["cpu_share"]))
         except (KeyError, TypeError, ValueError):
-            pass  # an entry of another format: measured again
+            cached = None  # an entry of another format: measured again
+        if cached is not None and (fresh or not cached.busy):
+            return cached
+        if cached is not None:
+            log.info("the cached throughput of %s was measured while another process held some of its cores (CPU "
+                     "share %.2f): measuring it again", cfg.model.name, cached.cpu_share)
     log.info("measuring the throughput of %s (%s loss) at batch %d, %s px, %d thread(s) (cached in %s)",
              cfg.model.name, cfg.loss.name, cfg.train.batch_size, "x".join(map(str, image_shape[1:])), threads, path)
     tp = dataclasses.replace(measure(cfg, image_shape, num_classes, available, device, images=images), key=key)
     if measured_now is not None:
         measured_now.add(key)
     write_cache_entry(path, key, {**{f: getattr(tp, f) for f in ("step_s", "train_img_s", "eval_img_s", "threads",
-                                                                   "needs_pk", "load")},
+                                                                   "needs_pk", "cpu_share")},
                                   "machine": machine, "config": config,
                                   "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     return tp
