@@ -322,6 +322,41 @@ def test_throughput_cache_hit_miss_and_remeasure(tmp_path, monkeypatch):
     assert len(calls) == 4 and json.loads((tmp_path / throughput.CACHE_FILE).read_text())["entries"]
 
 
+def test_a_studys_arms_are_timed_together(tmp_path, monkeypatch):
+    """Steps of equal training time come from speeds of one moment: an arm whose cached speed is older than its
+    siblings' by more than TOGETHER_S is measured again beside them."""
+    from dlstudy.studies.running.runner import load_study, plan_study
+
+    monkeypatch.setenv("DLSTUDY_CACHE", str(tmp_path / "cache"))
+    clock, calls = [1000.0], []
+
+    def fake(cfg, image_shape, num_classes, available, device="cpu", target_s=None, images=None):
+        calls.append(cfg.train.batch_size)
+        return throughput.Throughput(0.01, 1.0, 1.0, 1, False, "", cpu_share=1.0, measured_s=clock[0])
+
+    monkeypatch.setattr(throughput, "measure", fake)
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(STUDY))
+    tasks = plan_study(load_study(path), tmp_path / "runs")  # arms sgd (batch 32) and adam (batch 64)
+
+    def timed() -> dict:
+        return budget.timed_together("budget-e2e", tasks, available=1, device="cpu", remeasure=False, memo={})
+
+    assert not any(tp.cached for tp in timed().values()) and sorted(calls) == [32, 64]
+    calls.clear()
+    assert all(tp.cached for tp in timed().values()) and calls == []  # one moment: read back
+    # an hour later another plan measures the sgd arm's configuration again (--remeasure, another study)
+    clock[0] += 3600
+    throughput.arm_throughput(tasks[0].cfg, (1, 8, 8), 10, 1, remeasure=True)
+    calls.clear()
+    together = timed()
+    assert calls == [64]  # only the adam arm, whose speed was of the hour before
+    assert {tp.measured_s for tp in together.values()} == {clock[0]}
+    clock[0] += budget.TOGETHER_S / 2  # within the window: read back
+    calls.clear()
+    assert all(tp.cached for tp in timed().values()) and calls == []
+
+
 def test_a_cached_entry_measured_beside_another_process_is_measured_again(tmp_path, monkeypatch):
     shares = iter([0.5, 0.5, 0.97])
     calls = []
@@ -493,6 +528,13 @@ def test_budget_block_rows_from_budget_json(tmp_path):
     # the total's expectation is the first plan's (8.0), not the sum of the sections' last re-plans (6.6)
     assert "| total | 10 | 8.0 | 7.0 |  |" in first  # real: 30 s planning + 390 s
     assert "The first plan" not in text
+    # in report order a later section comes first: the planning row is still the first plan's (the smallest plan_s:
+    # a re-plan's plan_s is the time since the command started)
+    (tmp_path / "s0").mkdir()
+    (tmp_path / "s0" / "budget.json").write_text(json.dumps(
+        {**json.loads((tmp_path / "s1" / "budget.json").read_text()), "plan_s": 420.0}))
+    order = render_markdown(budget_blocks(10, [("Q0", tmp_path / "s0"), ("Q1", tmp_path / "s1")]), tmp_path)
+    assert "| planning (data, measurements) |  | 0.5 | 0.5 |  |" in order
 
 
 def test_the_svm_fit_estimate_grows_with_embeddings_dims_and_classes():

@@ -23,11 +23,14 @@ How the budget is split (docs/studies.md, "Time budget"):
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from dataclasses import dataclass, field
 
 from dlstudy.config import RunConfig, check_ranges
 from dlstudy.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 # Fixed costs that are not measured, from a digits study on 2 cores (docs/studies.md, "Time budget")
 RUN_START_S = 2.0  # per run besides loading its data: job start, config/env files, predictions, figures
@@ -297,11 +300,43 @@ def svm_fit_seconds(n_train: int, dims: int, classes: int) -> float:
     return max(SVM_FIT_MIN_S, SVM_FIT_S_PER_UNIT * n_train * dims * classes)
 
 
-def study_costs(study, tasks: list, *, available: int, device: str, remeasure: bool, memo: dict,
-                svm_seconds: float | None) -> tuple[SectionInput, dict]:
-    """(SectionInput of `study`, {arm: details}) with every train arm's throughput measured (or cached)."""
+# A study's arms are timed within this many seconds of each other: a shared machine's speed drifts by a third over
+# tens of minutes (2 Zen 4 cores: resnet10 measured at 1,874 img/s, then 1,312 half an hour later), and an arm
+# read from an older cache entry got 1.5x the training seconds of its sibling measured in the plan (60-min tier).
+TOGETHER_S = 600.0
+
+
+def timed_together(study_name: str, tasks: list, *, available: int, device: str, remeasure: bool,
+                   memo: dict) -> dict:
+    """{arm: Throughput} of every train arm of one study (cached or measured), all measured within TOGETHER_S:
+    equal training time means steps from speeds of one moment. Arms whose cached speed is older than the newest
+    one by more than that are measured again."""
     from dlstudy.studies.running.throughput import arm_throughput
 
+    first = {}
+    for task in tasks:
+        if task.cfg.task == "train":
+            first.setdefault(task.arm, task)
+
+    def speed(task, again: bool):
+        facts = _data_facts(task.cfg, memo)
+        return arm_throughput(task.cfg, facts["shape"], facts["classes"], available, device, remeasure or again,
+                              measured_now=memo.setdefault("measured now", set()), images=facts["images"])
+
+    found = {arm: speed(task, False) for arm, task in first.items()}
+    newest = max((tp.measured_s for tp in found.values()), default=0.0)
+    stale = [arm for arm, tp in found.items() if tp.measured_s < newest - TOGETHER_S]
+    if stale:
+        log.info("study %s: measuring %s again beside its other arms (their cached speeds are older: a shared "
+                 "machine's speed drifts)", study_name, ", ".join(stale))
+        found.update({arm: speed(first[arm], True) for arm in stale})
+    return found
+
+
+def study_costs(study, tasks: list, *, available: int, device: str, remeasure: bool, memo: dict,
+                svm_seconds: float | None) -> tuple[SectionInput, dict]:
+    """(SectionInput of `study`, {arm: details}) with every train arm's throughput measured (or cached), timed
+    together (timed_together)."""
     runs, details, fixed = [], {}, STUDY_REPORT_S
     svm_tasks = [t for t in tasks if t.cfg.task != "train"]
     if svm_tasks and svm_seconds is not None:
@@ -312,13 +347,13 @@ def study_costs(study, tasks: list, *, available: int, device: str, remeasure: b
         if unknown:
             raise ConfigError(f"study {study.name!r}: {key} names unknown arm(s) {unknown}; its arms are "
                               f"{sorted({t.arm for t in tasks})}")
+    speeds = timed_together(study.name, tasks, available=available, device=device, remeasure=remeasure, memo=memo)
     for task in tasks:
         if task.cfg.task != "train":
             continue
         facts = _data_facts(task.cfg, memo)
         if task.arm not in details:
-            tp = arm_throughput(task.cfg, facts["shape"], facts["classes"], available, device, remeasure,
-                                measured_now=memo.setdefault("measured now", set()), images=facts["images"])
+            tp = speeds[task.arm]
             cost = arm_cost(task.cfg, task.arm, facts, tp, False, weights.get(task.arm, 1.0))
             if task.arm in min_epochs:
                 cost = dataclasses.replace(cost, min_steps=math.ceil(min_epochs[task.arm] * cost.full_epoch_steps))

@@ -61,6 +61,7 @@ class Throughput:
     # CPU runs: the process's CPU seconds / (wall seconds x threads) over the timed steps; below BUSY_SHARE another
     # process held some of the run's cores, and the speed is too low for the machine the run will have
     cpu_share: float | None = None
+    measured_s: float = 0.0  # time.time() when it was measured (0: not known, an entry of an older version)
 
     @property
     def busy(self) -> bool:
@@ -252,7 +253,7 @@ def measure(cfg: RunConfig, image_shape: tuple[int, int, int], num_classes: int,
             os.environ["DLSTUDY_NO_PROGRESS"] = quiet_before
     return Throughput(step_s=step_s, train_img_s=stats["n"] / max(step_s * steps, 1e-9), eval_img_s=eval_img_s,
                       threads=threads, needs_pk=needs_pk, key="",
-                      cpu_share=None if cpu_share is None else round(cpu_share, 3))
+                      cpu_share=None if cpu_share is None else round(cpu_share, 3), measured_s=time.time())
 
 
 def arm_throughput(cfg: RunConfig, image_shape: tuple[int, int, int], num_classes: int, available: int,
@@ -279,7 +280,8 @@ def arm_throughput(cfg: RunConfig, image_shape: tuple[int, int, int], num_classe
             cached = Throughput(step_s=float(entry["step_s"]), train_img_s=float(entry["train_img_s"]),
                                 eval_img_s=float(entry["eval_img_s"]), threads=int(entry["threads"]),
                                 needs_pk=bool(entry["needs_pk"]), key=key, cached=True,
-                                cpu_share=None if entry.get("cpu_share") is None else float(entry["cpu_share"]))
+                                cpu_share=None if entry.get("cpu_share") is None else float(entry["cpu_share"]),
+                                measured_s=float(entry.get("measured_s") or 0.0))
         except (KeyError, TypeError, ValueError):
             cached = None  # an entry of another format: measured again
         if cached is not None and (fresh or not cached.busy):
@@ -293,7 +295,7 @@ def arm_throughput(cfg: RunConfig, image_shape: tuple[int, int, int], num_classe
     if measured_now is not None:
         measured_now.add(key)
     write_cache_entry(path, key, {**{f: getattr(tp, f) for f in ("step_s", "train_img_s", "eval_img_s", "threads",
-                                                                   "needs_pk", "cpu_share")},
+                                                                   "needs_pk", "cpu_share", "measured_s")},
                                   "machine": machine, "config": config,
                                   "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     return tp

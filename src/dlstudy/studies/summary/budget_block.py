@@ -40,8 +40,10 @@ def budget_blocks(minutes, sections: list[tuple[str, Path]], level: int = 3,
     if not minutes or not budgets:
         return []
     rows, arm_rows = [], []
-    expected = budgets[0][1].get("plan_s") or 0.0
-    real = expected
+    # the first plan's time: each re-plan records the time since the command started, and sections in report order
+    # need not be in the order they ran
+    plan_s = min((b["plan_s"] for _, b in budgets if isinstance(b.get("plan_s"), (int, float))), default=0.0)
+    expected = real = plan_s
     for title, b in budgets:
         pace = b.get("pace")
         rows.append([title, minutes_text(b.get("section_s")), minutes_text(b.get("expected_s")),
@@ -52,8 +54,7 @@ def budget_blocks(minutes, sections: list[tuple[str, Path]], level: int = 3,
             arm_rows.append([title, arm, f"{a.get('steps', 0):,} ({a.get('epochs')} x {a.get('steps_per_epoch'):,})",
                              a.get("runs"), f"{a.get('train_img_s', 0):,.0f}", f"{a.get('eval_img_s', 0):,.0f}",
                              a.get("threads"), minutes_text(a.get("run_s"))])
-    rows.append(["planning (data, measurements)", "", minutes_text(budgets[0][1].get("plan_s")),
-                 minutes_text(budgets[0][1].get("plan_s")), ""])
+    rows.append(["planning (data, measurements)", "", minutes_text(plan_s), minutes_text(plan_s), ""])
     first = ""
     if isinstance(planned_s, (int, float)) and planned_s > 0 and real > 0:
         # the total's estimate is the first plan's, the one a user read before anything ran; the sections' are
