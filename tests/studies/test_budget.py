@@ -323,8 +323,8 @@ def test_throughput_cache_hit_miss_and_remeasure(tmp_path, monkeypatch):
 
 
 def test_a_studys_arms_are_timed_together(tmp_path, monkeypatch):
-    """Steps of equal training time come from speeds of one moment: an arm whose cached speed is older than its
-    siblings' by more than TOGETHER_S is measured again beside them."""
+    """Steps of equal training time come from speeds of one moment: when a study's cached speeds span more than
+    TOGETHER_S, its arms are measured again, together."""
     from dlstudy.studies.running.runner import load_study, plan_study
 
     monkeypatch.setenv("DLSTUDY_CACHE", str(tmp_path / "cache"))
@@ -349,9 +349,15 @@ def test_a_studys_arms_are_timed_together(tmp_path, monkeypatch):
     clock[0] += 3600
     throughput.arm_throughput(tasks[0].cfg, (1, 8, 8), 10, 1, remeasure=True)
     calls.clear()
+    clock[0] += 60
     together = timed()
-    assert calls == [64]  # only the adam arm, whose speed was of the hour before
+    assert sorted(calls) == [32, 64]  # both, in this plan: not only the adam arm, whose speed was of the hour before
     assert {tp.measured_s for tp in together.values()} == {clock[0]}
+    # a re-plan of the same run (the same memo: measured in this plan) reads them back
+    memo = {"measured now": {tp.key for tp in together.values()}}
+    calls.clear()
+    budget.timed_together("budget-e2e", tasks, available=1, device="cpu", remeasure=False, memo=memo)
+    assert calls == []
     clock[0] += budget.TOGETHER_S / 2  # within the window: read back
     calls.clear()
     assert all(tp.cached for tp in timed().values()) and calls == []

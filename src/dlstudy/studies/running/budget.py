@@ -309,8 +309,8 @@ TOGETHER_S = 600.0
 def timed_together(study_name: str, tasks: list, *, available: int, device: str, remeasure: bool,
                    memo: dict) -> dict:
     """{arm: Throughput} of every train arm of one study (cached or measured), all measured within TOGETHER_S:
-    equal training time means steps from speeds of one moment. Arms whose cached speed is older than the newest
-    one by more than that are measured again."""
+    equal training time means steps from speeds of one moment. When the cached ones span more, every arm not
+    measured in this plan is measured again."""
     from dlstudy.studies.running.throughput import arm_throughput
 
     first = {}
@@ -324,13 +324,13 @@ def timed_together(study_name: str, tasks: list, *, available: int, device: str,
                               measured_now=memo.setdefault("measured now", set()), images=facts["images"])
 
     found = {arm: speed(task, False) for arm, task in first.items()}
-    newest = max((tp.measured_s for tp in found.values()), default=0.0)
-    stale = [arm for arm, tp in found.items() if tp.measured_s < newest - TOGETHER_S]
-    if stale:
-        log.info("study %s: measuring %s again beside its other arms (their cached speeds are older: a shared "
-                 "machine's speed drifts)", study_name, ", ".join(stale))
-        found.update({arm: speed(first[arm], True) for arm in stale})
-    return found
+    stamps = [tp.measured_s for tp in found.values()]
+    if not stamps or max(stamps) - min(stamps) <= TOGETHER_S:
+        return found
+    # every arm not measured in this plan: re-measuring only the oldest would leave the rest as far from them
+    log.info("study %s: its arms' cached speeds are from different times (a shared machine's speed drifts): "
+             "measuring them together", study_name)
+    return {arm: speed(task, True) for arm, task in first.items()}
 
 
 def study_costs(study, tasks: list, *, available: int, device: str, remeasure: bool, memo: dict,
