@@ -39,8 +39,8 @@ MIN_TIMED_STEPS = 3
 MAX_TIMED_STEPS = 5000  # batch-1 MLP steps take ~0.7 ms: a few thousand fill the target time
 # In the cache key: entries measured by an older method are measured again (1: short last batches; 2: random
 # images, which a small CNN evaluated ~20% faster than CIFAR-10's on 2 Zen 4 cores, so a plan under-counted the
-# evaluations of real runs)
-METHOD = 3
+# evaluations of real runs; 3: no measurement time, so a study's arms could not be timed together)
+METHOD = 4
 TIMING_IMAGES = 256  # training images the plan keeps per data config to measure on (38 MB at 224 px)
 TARGET_SECONDS = 2.0  # timed training per configuration (after the warm-up)
 MAX_EVAL_IMAGES = 1024  # an evaluation pass of at most this many images (after a warm-up pass)
