@@ -26,10 +26,9 @@ from dlstudy.data import Split, batches, ensure_channels
 from dlstudy.progress import progress
 
 OUTPUTS = ("logits", "features", "embedding")
-# eval.tta (dlstudy.config.TTA_MODES): test-time augmentation of the logits. flip: the mean of the logits of each image and its mirror image
-# (airbench94's cheapest part: one more forward pass; +0.009 to +0.013 CIFAR-10 test accuracy measured on airbench
-# runs of the CPU tier's size); none: one pass.
-
+# eval.tta (its modes: dlstudy.config.TTA_MODES): test-time augmentation of the logits. flip: the mean of the
+# logits of each image and its mirror image (airbench94's cheapest part: one more forward pass; +0.009 to +0.013
+# CIFAR-10 test accuracy measured on airbench runs of the CPU tier's size); none: one pass.
 LossFn = Callable[[dict, torch.Tensor], torch.Tensor]  # (model outputs, labels (B,)) -> scalar loss
 
 

@@ -297,5 +297,5 @@ def arm_throughput(cfg: RunConfig, image_shape: tuple[int, int, int], num_classe
     write_cache_entry(path, key, {**{f: getattr(tp, f) for f in ("step_s", "train_img_s", "eval_img_s", "threads",
                                                                    "needs_pk", "cpu_share", "measured_s")},
                                   "machine": machine, "config": config,
-                                  "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+                                  "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(tp.measured_s))})
     return tp
